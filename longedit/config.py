@@ -1,0 +1,194 @@
+"""The settings of one edit job.
+
+One pydantic model serves the CLI (`longedit edit` flags), job files (YAML keys, same names in
+snake_case) and the engine, so the three can never drift apart. `extra="forbid"` turns a typo in a
+job file into an error that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from longedit.errors import UserError
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_SAM2_MODEL = "facebook/sam2.1-hiera-tiny"
+
+Box = tuple[float, float, float, float]
+
+
+def default_model() -> str:
+    """`LONGEDIT_MODEL` if set, else the public SD 1.5 hub id."""
+    return os.environ.get("LONGEDIT_MODEL") or DEFAULT_MODEL
+
+
+class ObjectSpec(BaseModel):
+    """One object to edit: a word of the edited prompt and where it goes.
+
+    Exactly one region source: a static `box`, `keyframes` (frame -> box, linearly interpolated),
+    `track: sam2` (a box tracked by SAM2; `box` or `keyframes` give the seed box), or `masks`
+    (a folder of one PNG per frame). Boxes are pixels in source coordinates: x0, y0, x1, y1.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    word: str
+    box: Box | None = None
+    keyframes: dict[int, Box] | None = None
+    track: Literal["sam2"] | None = None
+    masks: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ObjectSpec":
+        if self.box is not None and self.keyframes is not None:
+            raise ValueError(f"object '{self.word}': give either box or keyframes, not both")
+        if self.masks is not None and (self.box is not None or self.keyframes is not None):
+            raise ValueError(f"object '{self.word}': masks cannot be combined with box/keyframes")
+        if self.track == "sam2" and self.box is None and self.keyframes is None:
+            raise ValueError(f"object '{self.word}': track: sam2 needs a seed box (box or keyframes)")
+        return self
+
+    def keyframe_boxes(self) -> dict[int, Box]:
+        """Frame -> box for box-driven objects (a static box is a keyframe at frame 0)."""
+        if self.keyframes is not None:
+            return dict(sorted(self.keyframes.items()))
+        if self.box is not None:
+            return {0: self.box}
+        return {}
+
+
+_OBJECT_RE = re.compile(r"^(?P<word>[^=@]+?)(=(?P<box>[^@]+))?(@(?P<frame>-?\d+))?$")
+
+
+def parse_object_args(values: list[str]) -> list[ObjectSpec]:
+    """Parse repeated `--object WORD=x0,y0,x1,y1[@FRAME]` flags into objects.
+
+    Several flags with the same word and different `@FRAME` become one keyframed object.
+    `--object WORD` alone names a word whose region comes from `--masks`.
+    """
+    boxes: dict[str, dict[int, Box]] = {}
+    order: list[str] = []
+    for value in values:
+        match = _OBJECT_RE.match(value.strip())
+        if not match:
+            raise UserError(
+                f"cannot read --object '{value}'", "write it as WORD=x0,y0,x1,y1 or WORD=x0,y0,x1,y1@FRAME"
+            )
+        word = match["word"].strip()
+        if word not in boxes:
+            boxes[word] = {}
+            order.append(word)
+        if match["box"] is None:
+            if match["frame"] is not None:
+                raise UserError(f"--object '{value}' has a frame but no box", "write WORD=x0,y0,x1,y1@FRAME")
+            continue
+        parts = match["box"].split(",")
+        try:
+            box = tuple(float(p) for p in parts)
+        except ValueError:
+            box = ()
+        if len(box) != 4:
+            raise UserError(
+                f"the box in --object '{value}' is not four numbers", "write it as x0,y0,x1,y1 in pixels"
+            )
+        frame = int(match["frame"]) if match["frame"] is not None else 0
+        if frame < 0:
+            raise UserError(f"keyframe {frame} in --object '{value}' is negative", "frames count from 0")
+        boxes[word][frame] = box  # type: ignore[assignment]
+    objects = []
+    for word in order:
+        frames = boxes[word]
+        if not frames:
+            objects.append(ObjectSpec(word=word))
+        elif list(frames) == [0]:
+            objects.append(ObjectSpec(word=word, box=frames[0]))
+        else:
+            objects.append(ObjectSpec(word=word, keyframes=frames))
+    return objects
+
+
+class EditJob(BaseModel):
+    """Everything one edit needs. Field names are the `longedit edit` flags in snake_case."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Path
+    output: Path
+    source_prompt: str
+    prompt: str
+    objects: list[ObjectSpec] = Field(default_factory=list)
+    masks: Path | None = None
+    track: Literal["none", "sam2"] = "none"
+    sam2_model: str = DEFAULT_SAM2_MODEL
+
+    model: str = Field(default_factory=default_model)
+    local_files_only: bool = False
+    device: str = "auto"
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+
+    preset: Literal["paper", "fast"] = "fast"
+    steps: int = Field(50, ge=1, le=1000)
+    guidance: float = Field(12.5, ge=0)
+    seed: int = 0
+    size: int = Field(512, ge=64)
+    keep_size: bool = False
+
+    window: int | None = Field(None, ge=1)
+    stride: int | None = Field(None, ge=1)
+    vram: str | None = None
+    overlap_weights: Literal["uniform", "pyramid"] = "uniform"
+
+    rad: bool = True
+    rad_steps: int | None = Field(None, ge=0)
+    step_size: float = 20.0
+    step_schedule: Literal["sqrt", "linear"] = "sqrt"
+    refine: bool | None = None
+    topk_ratio: float = Field(0.2, gt=0, le=1)
+    token_mode: Literal["all", "last"] = "all"
+    attention_norm: Literal["softmax", "raw"] = "softmax"
+    smoothing: bool = True
+
+    irjs: bool = True
+    source_noise: Literal["fresh", "inversion"] = "fresh"
+    inversion_prompt: Literal["source", "empty"] = "source"
+    mask_dilate: int = Field(0, ge=0)
+    box_masks: bool = False
+    min_area: int = Field(0, ge=0)
+
+    report: Path | None = None
+    checkpoint_every: int = Field(5, ge=1)
+
+    @field_validator("objects")
+    @classmethod
+    def _distinct_words(cls, objects: list[ObjectSpec]) -> list[ObjectSpec]:
+        words = [o.word for o in objects]
+        dupes = sorted({w for w in words if words.count(w) > 1})
+        if dupes:
+            raise ValueError(f"word(s) {dupes} given for more than one object; use one object per word")
+        return objects
+
+    @property
+    def use_refinement(self) -> bool:
+        """Attend-and-Excite style refinement: on in the `paper` preset unless set explicitly."""
+        return self.refine if self.refine is not None else self.preset == "paper"
+
+    @property
+    def guided_steps(self) -> int:
+        """How many of the first steps get the RAD update (default: half of them, 25 of 50)."""
+        return self.rad_steps if self.rad_steps is not None else self.steps // 2
+
+    def resolved_objects(self) -> list[ObjectSpec]:
+        """Objects with the job-wide `masks`/`track` applied to those that name no source of their own."""
+        resolved = []
+        for obj in self.objects:
+            if obj.masks is None and self.masks is not None and obj.box is None and obj.keyframes is None:
+                obj = obj.model_copy(update={"masks": self.masks / obj.word})
+            if obj.track is None and self.track == "sam2" and obj.masks is None:
+                obj = obj.model_copy(update={"track": "sam2"})
+            resolved.append(obj)
+        return resolved
