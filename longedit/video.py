@@ -1,0 +1,773 @@
+"""Streaming video I/O on PyAV: probe, frame-by-frame decode, atomic H.264 writer with untouched audio.
+
+Nothing here holds a whole video in memory: `iter_frames` decodes one frame at a time and `VideoWriter`
+encodes each frame as it arrives, so clip length is bounded by disk, not RAM. Every bad input (missing,
+damaged or silent file, unwritable output, output == input) raises `UserError` with a one-line fix.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
+
+from longedit.errors import UserError
+
+#: Output suffix -> FFmpeg muxer. `.webm` cannot carry H.264, so it is written as Matroska (plays in
+#: ffmpeg/VLC/mpv; browsers may refuse it).
+CONTAINERS: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "matroska"}
+
+_VFR_TOLERANCE_S = 1e-3  # timestamps further than this from an even grid make a clip VFR
+_REORDER_MARGIN = 32  # packets scanned past a seek target: H.264/HEVC reorder at most 16 frames
+_BACKENDS = ("auto", "pyav", "decord")
+_STANDARD_RATES = tuple(Fraction(n, 1001) for n in (24000, 30000, 48000, 60000, 120000))
+_RESIZE_INTERPOLATION = "LANCZOS"
+_MAX_TICKS_PER_S = 16 * 90000
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe` learns about a video file; timestamps are per frame, in presentation order."""
+
+    path: Path
+    width: int
+    height: int
+    frames: int
+    fps: Fraction
+    duration_s: float
+    timestamps: tuple[float, ...]
+    has_audio: bool
+    codec: str
+
+    @property
+    def is_vfr(self) -> bool:
+        """True when the frames are not evenly spaced in time (tolerance 1 ms)."""
+        if self.frames < 3:
+            return False
+        step = (self.timestamps[-1] - self.timestamps[0]) / (self.frames - 1)
+        return any(abs(t - i * step) > _VFR_TOLERANCE_S for i, t in enumerate(self.timestamps))
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def _check_input_file(path: str | Path, what: str = "video") -> Path:
+    """Path of an existing regular file, else a UserError naming the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"cannot read {what} '{path}': file does not exist", "check the path")
+    if path.is_dir():
+        raise UserError(f"cannot read {what} '{path}': it is a directory", "give a video file inside it")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"cannot read {what} '{path}': permission denied", "check the file permissions")
+    return path
+
+
+def _damaged(path: Path, error: Exception) -> UserError:
+    """The UserError for a file FFmpeg cannot parse or decode."""
+    if isinstance(error, av.EOFError):
+        reason = "it ends too early (empty or cut short)"
+    else:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return UserError(
+        f"cannot read video '{path}': not a readable video file: {reason}",
+        "check that it is a complete, undamaged video; re-encode it, e.g. `ffmpeg -i in out.mp4`",
+    )
+
+
+@contextmanager
+def _open_input(path: Path) -> Iterator[av.container.InputContainer]:
+    """Open a media file for reading; FFmpeg errors on open become UserError."""
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise _damaged(path, error) from error
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    """The first real video stream (cover images are skipped), or a UserError when there is none."""
+    stills = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails
+    for stream in container.streams.video:
+        if not stream.disposition & stills:
+            return stream
+    kinds = ", ".join(sorted({s.type for s in container.streams}))
+    contents = f"only {kinds}" if kinds else "no streams at all"
+    raise UserError(
+        f"cannot read video '{path}': it has no video stream ({contents})", "give a file with a video track"
+    )
+
+
+def _frame_packets(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.Packet]:
+    """Demux the packets that carry a frame (skips the empty flush packet and discarded packets)."""
+    for packet in container.demux(stream):
+        if packet.size > 0 and not packet.is_discard:
+            yield packet
+
+
+def _scan_timestamps(
+    container: av.container.InputContainer, stream: av.VideoStream, path: Path
+) -> tuple[list[int], int] | None:
+    """All frame pts (sorted, stream time base) and the last frame's duration, by demuxing (no decoding).
+
+    None when the container stores no pts (raw .h264 streams, some AVIs): the caller decodes instead.
+    """
+    pts: list[int] = []
+    max_pts = last_duration = 0
+    try:
+        for packet in _frame_packets(container, stream):
+            if packet.pts is None:
+                return None
+            if not pts or packet.pts > max_pts:
+                max_pts, last_duration = packet.pts, packet.duration or 0
+            pts.append(packet.pts)
+    except av.FFmpegError as error:
+        raise _damaged(path, error) from error
+    pts.sort()
+    return pts, last_duration
+
+
+def _decode_timestamps(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> list[int]:
+    """Frame pts by full decoding of a fresh container; frames without pts go on the nominal rate."""
+    rate = stream.guessed_rate or stream.average_rate or Fraction(24)
+    step = 1 / (Fraction(rate) * stream.time_base)
+    pts: list[int] = []
+    for index, frame in enumerate(_decoded(container, stream, path)):
+        pts.append(frame.pts if frame.pts is not None else round(index * step))
+    return sorted(pts)
+
+
+def _first_frame(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> av.VideoFrame:
+    """Decode the first frame: proves the codec is supported and the data is decodable."""
+    frame = next(_decoded(container, stream, path), None)
+    if frame is None:
+        raise UserError(f"cannot read video '{path}': it has no decodable frames", "check that the file is complete")
+    return frame
+
+
+def _snap_rate(estimate: Fraction, seconds: list[float], candidates: Sequence[Fraction | None], tick: float) -> Fraction:
+    """The simplest nominal rate that puts every frame within 1 ms (or one tick) of its timestamp."""
+    tolerance = max(_VFR_TOLERANCE_S, tick) + 1e-9
+    for rate in [*candidates, *_STANDARD_RATES, Fraction(round(estimate))]:
+        if rate and rate > 0 and all(abs(t - i / rate) <= tolerance for i, t in enumerate(seconds)):
+            return Fraction(rate)
+    return estimate.limit_denominator(1001)
+
+
+def _rate_and_duration(pts: list[int], last_duration: int, stream: av.VideoStream) -> tuple[Fraction, float]:
+    """Average frame rate (a clean Fraction such as 30000/1001 for constant-rate video) and duration."""
+    time_base = stream.time_base
+    nominal = [stream.average_rate, stream.guessed_rate, stream.base_rate]
+    if len(pts) < 2:
+        rate = next((Fraction(r) for r in nominal if r), Fraction(24))
+        duration = float(last_duration * time_base) if last_duration else float(1 / rate)
+        return rate, duration
+    span = (pts[-1] - pts[0]) * time_base
+    seconds = [float((p - pts[0]) * time_base) for p in pts]
+    estimate = Fraction(len(pts) - 1) / span if span > 0 else Fraction(24)
+    rate = _snap_rate(estimate, seconds, nominal, float(time_base))
+    uneven = any(abs(t - i / rate) > _VFR_TOLERANCE_S + float(time_base) for i, t in enumerate(seconds))
+    if not uneven:
+        return rate, float(len(pts) / rate)
+    last = last_duration * time_base if last_duration else span / (len(pts) - 1)
+    return estimate.limit_denominator(1001), float(span + last)
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read size, exact frame count, rate and per-frame timestamps of a video without decoding it all.
+
+    Frames are counted from the demuxed packets (stream.frames is unreliable or zero in many containers)
+    and the first frame is decoded to prove the file is readable.
+    """
+    path = _check_input_file(path)
+    with _open_input(path) as container:  # each pass opens the file afresh: raw streams cannot seek
+        stream = _video_stream(container, path)
+        scanned = _scan_timestamps(container, stream, path)
+    if scanned is None:
+        with _open_input(path) as container:
+            scanned = _decode_timestamps(container, _video_stream(container, path), path), 0
+    pts, last_duration = scanned
+    if not pts:
+        raise UserError(f"cannot read video '{path}': it has zero frames", "check that the file is complete")
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        first = _first_frame(container, stream, path)
+        fps, duration = _rate_and_duration(pts, last_duration, stream)
+        return VideoInfo(
+            path=path,
+            width=first.width,
+            height=first.height,
+            frames=len(pts),
+            fps=fps,
+            duration_s=duration,
+            timestamps=tuple(float((p - pts[0]) * stream.time_base) for p in pts),
+            has_audio=bool(container.streams.audio),
+            codec=stream.codec_context.name,
+        )
+
+
+def _decoded(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> Iterator[av.VideoFrame]:
+    """Decode frames one at a time in presentation order; FFmpeg errors become UserError."""
+    frames = container.decode(stream)
+    while True:
+        try:
+            frame = next(frames)
+        except (StopIteration, av.EOFError):
+            return
+        except av.FFmpegError as error:
+            raise _damaged(path, error) from error
+        yield frame
+
+
+def _seek_target(container: av.container.InputContainer, stream: av.VideoStream, index: int) -> int | None:
+    """pts of frame `index` (presentation order) by demuxing just far enough; -1 past the end, None if unknown."""
+    pts: list[int] = []
+    for packet in _frame_packets(container, stream):
+        if packet.pts is None:
+            return None
+        pts.append(packet.pts)
+        if len(pts) > index + _REORDER_MARGIN:
+            break
+    if len(pts) <= index:
+        return -1
+    return sorted(pts)[index]
+
+
+def _seeked_frames(
+    container: av.container.InputContainer, stream: av.VideoStream, target: int, path: Path
+) -> Generator[av.VideoFrame, None, bool]:
+    """Frames from pts `target` on, via a seek to the keyframe before it.
+
+    Returns False, having yielded nothing, when the file cannot seek or the seek lands past the target.
+    """
+    try:
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+    except av.FFmpegError:
+        return False
+    frames = _decoded(container, stream, path)
+    for frame in frames:
+        if frame.pts is None or frame.pts > target:
+            return False
+        if frame.pts == target:
+            yield frame
+            yield from frames
+            return True
+    return False
+
+
+def _opened_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    """The video stream, set up for multi-threaded decoding."""
+    stream = _video_stream(container, path)
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _frames_from(path: Path, start: int) -> Iterator[av.VideoFrame]:
+    """Decoded frames from frame `start` on: seeks to the keyframe before it when the file allows,
+    else decodes from the beginning and drops the first `start` frames."""
+    if start > 0:
+        with _open_input(path) as container:
+            stream = _opened_stream(container, path)
+            target = _seek_target(container, stream, start)
+            if target == -1:
+                return
+            if target is not None and (yield from _seeked_frames(container, stream, target, path)):
+                return
+    with _open_input(path) as container:
+        stream = _opened_stream(container, path)
+        for index, frame in enumerate(_decoded(container, stream, path)):
+            if index >= start:
+                yield frame
+
+
+def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+    """HxWx3 uint8 RGB, resized with Lanczos when `size` (width, height) differs from the frame."""
+    if size is None or size == (frame.width, frame.height):
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation=_RESIZE_INTERPOLATION)
+
+
+def _iter_pyav(path: Path, size: tuple[int, int] | None, start: int, end: int | None) -> Iterator[np.ndarray]:
+    """The PyAV decode loop behind `iter_frames`."""
+    index = start
+    for frame in _frames_from(path, start):
+        if end is not None and index >= end:
+            return
+        yield _to_rgb(frame, size)
+        index += 1
+
+
+def _iter_decord(path: Path, size: tuple[int, int] | None, start: int, end: int | None) -> Iterator[np.ndarray]:
+    """The decord decode loop behind `iter_frames(backend="decord")` (decord resizes while decoding)."""
+    import decord  # noqa: PLC0415 - optional extra, checked by the caller
+
+    kwargs = {"width": size[0], "height": size[1]} if size else {}
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), **kwargs)
+    except Exception as error:  # decord raises its own DECORDError
+        raise _damaged(path, error) from error
+    stop = len(reader) if end is None else min(end, len(reader))
+    for index in range(start, stop):
+        yield reader[index].asnumpy()
+
+
+def _check_range(start: int, end: int | None) -> None:
+    """Reject negative or reversed frame ranges."""
+    if start < 0 or (end is not None and end < start):
+        raise UserError(f"bad frame range start={start}, end={end}", "use 0 <= start <= end")
+
+
+def _check_size(size: tuple[int, int] | None) -> None:
+    """Reject non-positive output sizes."""
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise UserError(f"bad frame size {size}", "give (width, height) with both at least 1")
+
+
+def _pick_backend(backend: str) -> str:
+    """'pyav' or 'decord'; UserError for unknown names or a missing decord."""
+    if backend not in _BACKENDS:
+        raise UserError(f"unknown video backend '{backend}'", f"use one of {', '.join(_BACKENDS)}")
+    if backend != "decord":
+        return "pyav"
+    try:
+        import decord  # noqa: F401, PLC0415
+    except ImportError as error:
+        raise UserError(
+            "video backend 'decord' was requested but decord is not installed",
+            "pip install 'longedit[decord]' or use backend 'pyav'",
+        ) from error
+    return "decord"
+
+
+def iter_frames(
+    path: str | Path,
+    size: tuple[int, int] | None = None,
+    start: int = 0,
+    end: int | None = None,
+    backend: str = "auto",
+) -> Iterator[np.ndarray]:
+    """Yield frames [start, end) as HxWx3 uint8 RGB, decoded lazily one at a time.
+
+    `size` is (width, height). Arguments and the file's existence are checked now; the file is opened on
+    the first `next()`. A `start` > 0 seeks to the keyframe before it rather than decoding from frame 0.
+    """
+    path = _check_input_file(path)
+    _check_range(start, end)
+    _check_size(size)
+    size = None if size is None else (int(size[0]), int(size[1]))
+    if _pick_backend(backend) == "decord":
+        return _iter_decord(path, size, start, end)
+    return _iter_pyav(path, size, start, end)
+
+
+def processing_size(width: int, height: int, short_side: int = 512) -> tuple[int, int]:
+    """Size (width, height) for Stable Diffusion: both multiples of 64, short side ~`short_side`, aspect kept.
+
+    The short side becomes `short_side` rounded to a multiple of 64 (at least 64), the long side the
+    multiple of 64 nearest the scaled length, e.g. (640, 272) -> (1216, 512), (1280, 720) -> (896, 512).
+    """
+    if width < 1 or height < 1:
+        raise UserError(f"bad video size {width}x{height}", "the video must have at least one pixel")
+    short = max(64, round(short_side / 64) * 64)
+    scale = short / min(width, height)
+
+    def snap(side: int) -> int:
+        return short if side == min(width, height) else max(64, round(side * scale / 64) * 64)
+
+    return snap(width), snap(height)
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def time_base_for(fps: Fraction) -> Fraction:
+    """A time base in which every frame of `fps` and every 1/90000 s lands on an integer tick.
+
+    E.g. 30000/1001 -> 1/90000 (a frame is 3003 ticks), 24 -> 1/90000, 60000/1001 -> 1/180000. Odd
+    rates (e.g. a VFR average such as 4517/279) fall back to 1/90000, where frames are rounded to a tick.
+    """
+    ticks = math.lcm(90000, Fraction(fps).numerator)
+    return Fraction(1, ticks if ticks <= _MAX_TICKS_PER_S else 90000)
+
+
+def add_video_stream(
+    container: av.container.OutputContainer,
+    codec: str,
+    size: tuple[int, int],
+    fps: Fraction,
+    pix_fmt: str,
+    options: dict[str, str],
+) -> av.VideoStream:
+    """Video stream on `time_base_for(fps)`, tagged BT.709 limited range (what `rgb_to_av_frame` produces)."""
+    stream = container.add_stream(codec, rate=fps)
+    stream.width, stream.height = size
+    stream.pix_fmt = pix_fmt
+    stream.time_base = stream.codec_context.time_base = time_base_for(fps)
+    context = stream.codec_context
+    context.colorspace, context.color_range = Colorspace.ITU709, ColorRange.MPEG
+    context.color_primaries, context.color_trc = ColorPrimaries.BT709, ColorTrc.BT709
+    stream.options = options
+    return stream
+
+
+def rgb_to_av_frame(image: np.ndarray, pix_fmt: str, pts: int, time_base: Fraction) -> av.VideoFrame:
+    """HxWx3 uint8 RGB -> YUV frame with BT.709 limited-range coefficients (players assume 709 for HD;
+    swscale's default would be BT.601, shifting colours), stamped with `pts`."""
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
+        format=pix_fmt, dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
+    )
+    frame.pts, frame.time_base = pts, time_base
+    return frame
+
+
+def container_format(path: Path) -> str:
+    """FFmpeg muxer name for an output path, from its suffix; UserError for unsupported ones."""
+    fmt = CONTAINERS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(
+            f"cannot write video '{path}': unsupported file type '{path.suffix or '(none)'}'",
+            f"name the output with one of {', '.join(CONTAINERS)}",
+        )
+    return fmt
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (resolved, or same inode when both exist)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_output_folder(output: Path) -> None:
+    """UserError unless the output's folder exists and is writable, and the output is not a folder."""
+    parent = output.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write video '{output}': folder '{parent}' does not exist", "create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write video '{output}': folder '{parent}' is not writable", "pick another output folder")
+    if output.is_dir():
+        raise UserError(f"cannot write video '{output}': it is a directory", "give a file name such as out.mp4")
+
+
+def check_output_path(output: Path, input: Path) -> None:  # noqa: A002 - name fixed by the shared API
+    """UserError when `output` would overwrite `input`, cannot be created, or has an unsupported suffix."""
+    output, input = Path(output), Path(input)
+    if _same_file(output, input):
+        raise UserError(f"output '{output}' is the input video", "write to a new file; the input is never overwritten")
+    _check_output_folder(output)
+    container_format(output)
+
+
+def _even(side: int) -> int:
+    """The even size at or below `side` (yuv420p needs even width and height)."""
+    return side - side % 2
+
+
+class _AudioPump:
+    """Copies (or transcodes) the audio track of a source file into the output, interleaved by time.
+
+    Packets are shifted so that source time `shift_s` after its first video frame becomes output time 0;
+    packets that end before 0 are dropped (but the last one is kept as decoder pre-roll) and so are those
+    that start after the written video ends. Payload bytes are never changed when the output container
+    can hold the codec; otherwise the track is re-encoded to AAC with a warning.
+    """
+
+    def __init__(
+        self, source: Path, output: av.container.OutputContainer, fmt: str, target: Path, shift_s: float
+    ) -> None:
+        self._input = av.open(str(source), mode="r")
+        try:
+            self._in = self._input.streams.audio[0]
+            self._offset_s = _video_start_s(self._input) + Fraction(shift_s)
+            self._copy = _can_stream_copy(fmt, self._in)
+            self._out = self._add_output_stream(output, target)
+        except BaseException:
+            self._input.close()
+            raise
+        self._output = output
+        self._packets = self._input.demux(self._in)
+        self._pending: av.Packet | None = None
+        self._preroll: av.Packet | None = None
+        self._done = False
+
+    def _add_output_stream(self, output: av.container.OutputContainer, target: Path) -> av.AudioStream:
+        """A stream-copy stream, or an AAC encoder (with a warning) when the container cannot hold the codec."""
+        if self._copy:
+            return output.add_stream_from_template(self._in)
+        name = self._in.codec_context.name
+        # stacklevel: warn -> here -> _AudioPump.__init__ -> VideoWriter.__init__ -> caller
+        warnings.warn(
+            f"'{target.name}' cannot hold {name} audio; re-encoding the audio to AAC", RuntimeWarning, stacklevel=5
+        )
+        stream = output.add_stream("aac", rate=self._in.codec_context.sample_rate)
+        stream.layout = self._in.codec_context.layout
+        return stream
+
+    def _next_packet(self) -> av.Packet | None:
+        """The next audio packet with timestamps, moved onto the output clock; None at the end."""
+        if self._pending is not None:
+            packet, self._pending = self._pending, None
+            return packet
+        for packet in self._packets:
+            if packet.size > 0 and packet.pts is not None and packet.dts is not None:
+                offset = round(self._offset_s / packet.time_base)
+                packet.pts -= offset
+                packet.dts -= offset
+                return packet
+        return None
+
+    def pump(self, until_s: float, end_s: float = math.inf) -> None:
+        """Write the audio packets that start before `until_s` (and before the video's end `end_s`)."""
+        while not self._done:
+            packet = self._next_packet()
+            if packet is None or float(packet.pts * packet.time_base) >= end_s:
+                self._done = True
+                return
+            if float(packet.pts * packet.time_base) > until_s:
+                self._pending = packet
+                return
+            if float((packet.pts + (packet.duration or 0)) * packet.time_base) <= 0:
+                self._preroll = packet
+                continue
+            if self._preroll is not None:
+                self._write(self._preroll)
+                self._preroll = None
+            self._write(packet)
+
+    def _write(self, packet: av.Packet) -> None:
+        """Mux one packet untouched, or decode and re-encode it."""
+        if self._copy:
+            packet.stream = self._out
+            self._output.mux(packet)
+            return
+        for frame in self._in.codec_context.decode(packet):
+            self._output.mux(self._out.encode(frame))
+
+    def finish(self, end_s: float) -> None:
+        """Write the remaining audio up to the end of the video and flush the AAC encoder."""
+        self.pump(math.inf, end_s)
+        if not self._copy:
+            self._output.mux(self._out.encode(None))
+
+    def close(self) -> None:
+        """Close the source file."""
+        self._input.close()
+
+
+def _video_start_s(container: av.container.InputContainer) -> Fraction:
+    """Source time of the first video frame (0 for audio-only files)."""
+    try:
+        video = _video_stream(container, Path(container.name))
+    except UserError:  # audio-only source (possibly with a cover image)
+        return Fraction(0)
+    return Fraction(video.start_time * video.time_base) if video.start_time is not None else Fraction(0)
+
+
+def _can_stream_copy(fmt: str, stream: av.AudioStream) -> bool:
+    """Whether muxer `fmt` accepts `stream`'s codec as is (tries writing a header in memory)."""
+    try:
+        with av.open(io.BytesIO(), mode="w", format=fmt) as trial:
+            trial.add_stream_from_template(stream)
+            trial.start_encoding()
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def _has_audio(path: Path) -> bool:
+    """Whether `path` can be opened and has an audio stream."""
+    with _open_input(path) as container:
+        return bool(container.streams.audio)
+
+
+class VideoWriter:
+    """Encode RGB frames to H.264/yuv420p, atomically: the file appears only when writing succeeded.
+
+    Frames go to a hidden `.{name}.{pid}.part` file next to the output, moved into place on a clean
+    exit (`close()` or the end of a `with` block); on an exception or `abort()` it is deleted. Odd
+    widths/heights are encoded at the even size below (the last column/row is cropped) because yuv420p
+    needs even sizes. With `timestamps` (seconds, one per frame, e.g. `VideoInfo.timestamps`) they become
+    the pts, so VFR and 30000/1001 timing survive exactly (rebased so the first frame is at 0); otherwise
+    frames are spaced 1/fps apart. With `audio_source`, its audio track is stream-copied (re-encoded to
+    AAC only when the container cannot hold it), trimmed to the time span of the written frames.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        fps: Fraction,
+        timestamps: Sequence[float] | None = None,
+        audio_source: str | Path | None = None,
+        crf: int = 18,
+        codec: str = "libx264",
+    ) -> None:
+        self.path = Path(path)
+        self.width, self.height = int(width), int(height)
+        self.fps = Fraction(fps)
+        self._check_args(audio_source)
+        self._format = container_format(self.path)
+        self._time_base = time_base_for(self.fps)
+        self._pts = None if timestamps is None else self._timestamps_to_pts(timestamps)
+        self._frames = 0
+        self._last_pts = -1
+        self._closed = False
+        self._tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.part"
+        self._container = av.open(str(self._tmp), mode="w", format=self._format, options=self._muxer_options())
+        self._audio: _AudioPump | None = None
+        try:
+            self._stream = self._add_video_stream(codec, crf)
+            if audio_source is not None and _has_audio(Path(audio_source)):
+                shift = 0.0 if timestamps is None else float(timestamps[0])
+                self._audio = _AudioPump(Path(audio_source), self._container, self._format, self.path, shift)
+            self._container.start_encoding()  # creates the temp file and checks codec settings now
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- setup
+
+    def _check_args(self, audio_source: str | Path | None) -> None:
+        """UserError for an unusable output path or an audio source that is the output itself."""
+        _check_output_folder(self.path)
+        container_format(self.path)
+        if audio_source is not None:
+            source = _check_input_file(audio_source, what="audio source")
+            if _same_file(self.path, source):
+                raise UserError(
+                    f"output '{self.path}' is the same file as the audio source", "write to a new file"
+                )
+        if self.width < 2 or self.height < 2:
+            raise UserError(f"cannot write a {self.width}x{self.height} video", "frames must be at least 2x2 pixels")
+        if self.fps <= 0:
+            raise UserError(f"bad frame rate {self.fps}", "give a positive fps such as 24 or 30000/1001")
+
+    def _muxer_options(self) -> dict[str, str]:
+        """MP4/MOV: put the index first so players can start before the whole file is read."""
+        return {"movflags": "+faststart"} if self._format in ("mp4", "mov") else {}
+
+    def _timestamps_to_pts(self, timestamps: Sequence[float]) -> list[int]:
+        """Seconds -> strictly increasing integer ticks, rebased so the first frame is at 0."""
+        if not timestamps:
+            raise ValueError("timestamps is empty; pass None for a constant frame rate")
+        first = timestamps[0]
+        pts: list[int] = []
+        for t in timestamps:
+            tick = round((t - first) / self._time_base)
+            pts.append(max(tick, pts[-1] + 1) if pts else tick)  # duplicates would be rejected by the muxer
+        return pts
+
+    def _add_video_stream(self, codec: str, crf: int) -> av.VideoStream:
+        """The H.264 (or `codec`) yuv420p output stream at the even size."""
+        options = {"crf": str(int(crf))} if codec.startswith(("libx26", "libvpx", "libsvtav1", "libaom")) else {}
+        size = (_even(self.width), _even(self.height))
+        return add_video_stream(self._container, codec, size, self.fps, "yuv420p", options)
+
+    # -- writing
+
+    @property
+    def frames_written(self) -> int:
+        """Number of frames passed to `write` so far."""
+        return self._frames
+
+    def _next_pts(self) -> int:
+        """pts of the frame about to be written."""
+        if self._pts is None:
+            return round(self._frames / self.fps / self._time_base)
+        if self._frames >= len(self._pts):
+            raise ValueError(f"frame {self._frames + 1} has no timestamp: only {len(self._pts)} were given")
+        return self._pts[self._frames]
+
+    def _frame_ticks(self) -> int:
+        """Nominal length of one frame in ticks."""
+        return max(1, round(1 / self.fps / self._time_base))
+
+    def write(self, frame: np.ndarray) -> None:
+        """Encode one HxWx3 uint8 RGB frame of shape (height, width, 3)."""
+        if self._closed:
+            raise ValueError(f"VideoWriter for '{self.path}' is closed")
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3):
+            got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise ValueError(f"expected a uint8 array of shape {(self.height, self.width, 3)}, got {got}")
+        image = np.ascontiguousarray(frame[: _even(self.height), : _even(self.width)])
+        video_frame = rgb_to_av_frame(image, "yuv420p", self._next_pts(), self._time_base)
+        self._last_pts = video_frame.pts
+        self._mux(self._stream.encode(video_frame))
+        self._frames += 1
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        """Mux video packets, first letting the audio catch up to each packet's time."""
+        for packet in packets:
+            if self._audio is not None and packet.dts is not None:
+                self._audio.pump(float(packet.dts * packet.time_base))
+            self._container.mux(packet)
+
+    def _end_s(self) -> float:
+        """End time of the written video in seconds (last pts + one nominal frame)."""
+        return float((self._last_pts + self._frame_ticks()) * self._time_base)
+
+    # -- finishing
+
+    def close(self) -> None:
+        """Flush the encoder, finish the audio and move the file into place (no-op when already closed)."""
+        if self._closed:
+            return
+        if self._frames == 0:
+            self.abort()
+            raise ValueError(f"no frames were written to '{self.path}'; nothing was saved")
+        try:
+            self._mux(self._stream.encode(None))
+            if self._audio is not None:
+                self._audio.finish(self._end_s())
+            self._container.close()
+            self._close_audio()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+
+    def _close_audio(self) -> None:
+        """Close the audio source, if any."""
+        if self._audio is not None:
+            self._audio.close()
+            self._audio = None
+
+    def abort(self) -> None:
+        """Stop writing and delete the temporary file; the final path is left untouched."""
+        self._closed = True
+        try:
+            self._container.close()
+        except Exception:  # noqa: BLE001 - the file is being thrown away
+            pass
+        self._close_audio()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,26 @@
+"""Shared fixtures: small synthetic clips written into pytest temp folders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from longedit.samples import SampleClip, make_clip
+
+
+@pytest.fixture
+def clip_factory(tmp_path: Path) -> Callable[..., SampleClip]:
+    """make_clip into this test's tmp folder: `clip_factory("a.mp4", frames=10, audio=True)`."""
+
+    def make(name: str = "clip.mp4", **kwargs: object) -> SampleClip:
+        return make_clip(tmp_path / name, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> SampleClip:
+    """A 1,000-frame 64x64 clip (24 fps) shared by tests that only read it."""
+    return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=1000, width=64, height=64)
