@@ -1,0 +1,166 @@
+"""`longedit edit` (one edit from flags) and `longedit demo` (a real edit of the built-in sample)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from enum import Enum
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+from longedit.config import EditJob, parse_object_args
+from longedit.errors import UserError
+
+
+class Preset(str, Enum):
+    paper = "paper"
+    fast = "fast"
+
+
+def validation_message(error: ValidationError, where: str = "") -> str:
+    """One line out of a pydantic error: the first problem, named by its key."""
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "value"
+    if first["type"] == "extra_forbidden":
+        return f"{where}unknown key '{key}' (check the spelling)"
+    if first["type"] == "missing":
+        return f"{where}'{key}' is required"
+    return f"{where}'{key}': {first['msg']}"
+
+
+def build_job(values: dict) -> EditJob:
+    """EditJob from CLI values; flags left unset fall back to the model's defaults."""
+    try:
+        return EditJob(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as error:
+        raise UserError(validation_message(error), "see longedit edit --help") from error
+
+
+def print_summary(report: dict) -> None:
+    timing = report["timing"]
+    typer.echo(
+        f"wrote {report['output']}: {report['frames']} frames at {report['fps']:.3f} fps, "
+        f"{len(report['windows'])} windows, {timing['total_s']:.1f} s ({timing['frames_per_s']:.2f} frames/s)"
+    )
+    for word, shares in report["rad"]["attention_in_mask"].items():
+        if shares:
+            typer.echo(f"  '{word}': attention inside its region {shares[0]:.3f} -> {shares[-1]:.3f}")
+    mae = report["irjs"]["background_latent_mae"]
+    if mae is not None:
+        typer.echo(f"  background latent MAE vs source: {mae:.4f}")
+    for line in report.get("warnings", []):
+        typer.echo(f"warning: {line}", err=True)
+
+
+def edit(
+    input: Annotated[Path, typer.Argument(help="Video to edit (any length; mp4/mov/mkv/webm...).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Edited video (written to a temp name, renamed when done).")],
+    source_prompt: Annotated[str, typer.Option(help="Describes the source video, e.g. 'a man talking on a phone in a car'.")],
+    prompt: Annotated[str, typer.Option(help="The edited prompt, e.g. 'a robot talking on a phone in a car'.")],
+    object: Annotated[Optional[list[str]], typer.Option("--object", help="WORD=x0,y0,x1,y1 box in source pixels for a word of --prompt; repeat with @FRAME for keyframes, or for more objects.")] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Folder of masks: DIR/WORD/000000.png per frame (from `longedit masks`).")] = None,
+    track: Annotated[Optional[str], typer.Option(help="'sam2': track each --object box through the video with SAM2.")] = None,
+    sam2_model: Annotated[Optional[str], typer.Option(help="SAM2 hub id or folder ('tiny' for a random smoke-test tracker).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Diffusers SD folder or hub id [env LONGEDIT_MODEL, else SD 1.5]; 'tiny' = random built-in model.")] = None,
+    local_files_only: Annotated[Optional[bool], typer.Option("--local-files-only", help="Never reach the hub.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")] = None,
+    preset: Annotated[Optional[Preset], typer.Option(help="paper: with Attend-and-Excite refinement; fast: without [fast].")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="DDIM steps [50].")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale [12.5].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the source noise [0].")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Short side of the processing size, rounded to 64 [512].")] = None,
+    keep_size: Annotated[Optional[bool], typer.Option("--keep-size", help="Write at the processing size instead of the source size.")] = None,
+    window: Annotated[Optional[int], typer.Option(help="Frames per window (4-16 typical) [16 on CUDA, 8 on CPU].")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Frames between window starts [window/2].")] = None,
+    vram: Annotated[Optional[str], typer.Option(help="VRAM budget for the window planner, e.g. 24GB.")] = None,
+    overlap_weights: Annotated[Optional[str], typer.Option(help="Merge of overlapping windows: uniform or pyramid [uniform].")] = None,
+    rad: Annotated[Optional[bool], typer.Option("--rad/--no-rad", help="Re-Attentional Diffusion: move the objects to their regions [on].")] = None,
+    rad_steps: Annotated[Optional[int], typer.Option(help="Guided first steps [steps/2].")] = None,
+    step_size: Annotated[Optional[float], typer.Option(help="RAD step scale a [20].")] = None,
+    step_schedule: Annotated[Optional[str], typer.Option(help="sqrt (official code) or linear (paper) decay 1 -> 0.5.")] = None,
+    refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Attend-and-Excite refinement [on with --preset paper].")] = None,
+    topk_ratio: Annotated[Optional[float], typer.Option(help="Top-k share of each region in the loss [0.2].")] = None,
+    token_mode: Annotated[Optional[str], typer.Option(help="Multi-token words: all tokens or the last [all].")] = None,
+    attention_norm: Annotated[Optional[str], typer.Option(help="softmax (official, x100 over prompt tokens) or raw [softmax].")] = None,
+    smoothing: Annotated[Optional[bool], typer.Option("--smoothing/--no-smoothing", help="Gaussian smoothing of the maps [on].")] = None,
+    irjs: Annotated[Optional[bool], typer.Option("--irjs/--no-irjs", help="Keep everything outside the objects as in the source [on].")] = None,
+    source_noise: Annotated[Optional[str], typer.Option(help="IRJS source latents: fresh (seeded add_noise) or inversion (trajectory) [fresh].")] = None,
+    inversion_prompt: Annotated[Optional[str], typer.Option(help="Prompt of the DDIM inversion: source or empty [source].")] = None,
+    mask_dilate: Annotated[Optional[int], typer.Option(help="Grow the object regions by N source pixels [0].")] = None,
+    box_masks: Annotated[Optional[bool], typer.Option("--box-masks", help="Use each mask's bounding box (the paper's box regions).")] = None,
+    min_area: Annotated[Optional[int], typer.Option(help="Drop tracked masks smaller than N pixels [0].")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write a JSON report (timing, memory, attention shares, windows).")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps into --work-dir [5].")] = None,
+    work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
+) -> None:
+    """Edit INPUT with text: objects named by words of --prompt go to their regions (RAD), the rest stays (IRJS).
+
+    Example:
+      longedit edit clip.mp4 -o out.mp4 --source-prompt "a man in a car" --prompt "a robot in a car" --object robot=40,10,150,144
+    """
+    values = dict(locals())
+    values.pop("object")
+    values.pop("work_dir")
+    values.pop("progress")
+    values["preset"] = preset.value if preset is not None else None
+    values["objects"] = parse_object_args(object or [])
+    if masks is not None and not values["objects"]:
+        if not masks.is_dir():
+            raise UserError(f"mask folder '{masks}' does not exist", "give --masks DIR made by `longedit masks`")
+        values["objects"] = parse_object_args(sorted(p.name for p in masks.iterdir() if p.is_dir()))
+    job = build_job(values)
+    run_and_summarise(job, work_dir=work_dir, progress=progress)
+
+
+def run_and_summarise(job: EditJob, work_dir: Path | None = None, progress: bool = True) -> dict:
+    from longedit.engine import TINY_WARNING, run_edit
+
+    if job.model == "tiny":
+        typer.echo(f"warning: {TINY_WARNING}", err=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        report = run_edit(job, work_dir=work_dir, progress=progress)
+    print_summary({**report, "warnings": []})
+    if job.report is not None:
+        typer.echo(f"report: {job.report}")
+    return report
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the sample clip, the edited clip and the report.")] = Path("demo-output"),
+    frames: Annotated[int, typer.Option(help="Length of the generated sample.")] = 48,
+    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 10,
+) -> None:
+    """Edit the built-in sample (a moving object with audio) with the built-in tiny model.
+
+    Shows the whole pipeline on any machine in about a minute; the tiny model is random, so the
+    picture is not a meaningful edit, but the report shows RAD moving attention and IRJS keeping the
+    background.
+    """
+    from longedit.samples import make_clip
+
+    out.mkdir(parents=True, exist_ok=True)
+    clip = make_clip(out / "sample.mp4", frames=frames, width=320, height=240, fps=Fraction(30000, 1001), audio=True)
+    keyframes = [f"duck={','.join(str(v) for v in clip.boxes[f])}@{f}" for f in range(0, frames, 8)]
+    typer.echo(f"sample: {clip.path} ({frames} frames, 320x240, 29.97 fps, with audio)")
+    job = build_job(
+        dict(
+            input=clip.path, output=out / "sample-edited.mp4", report=out / "report.json", model="tiny",
+            source_prompt="a red square on a road", prompt="a yellow duck on a road", steps=steps,
+            size=256, window=16, stride=8,
+            objects=parse_object_args(keyframes),
+        )
+    )
+    report = run_and_summarise(job)
+    typer.echo(json.dumps({k: report[k] for k in ("frames", "fps", "windows", "timing", "memory")}))
+
+
+def register(app: typer.Typer) -> None:
+    app.command(no_args_is_help=True)(edit)
+    app.command()(demo)

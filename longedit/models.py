@@ -1,0 +1,155 @@
+"""Load a Stable Diffusion backbone (diffusers folder or hub id, or the built-in `tiny`)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from longedit.errors import UserError
+
+TINY = "tiny"
+
+
+@dataclass
+class Backbone:
+    """The frozen components one edit needs, on their device and dtype."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name == TINY
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` -> CUDA if present, else CPU; anything else as torch understands it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise UserError(f"unknown device '{device}'", "use auto, cpu, cuda or cuda:N") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' asked for but CUDA is not available", "use --device cpu or auto")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` -> fp16 on CUDA (half the memory, tensor cores), fp32 elsewhere (CPU kernels are fp32)."""
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return table[dtype]
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or Path(model).expanduser().exists() or model.count("/") > 1
+
+
+def _model_source(model: str) -> str:
+    """Local folder (checked) or hub id."""
+    if not _looks_like_path(model):
+        return model
+    source = str(Path(model).expanduser())
+    folder = Path(source)
+    if not folder.is_dir():
+        raise UserError(f"model folder '{model}' does not exist", "pass --model a diffusers folder, a hub id or 'tiny'")
+    if not (folder / "unet").is_dir() or not (folder / "vae").is_dir():
+        raise UserError(
+            f"'{model}' is not a diffusers Stable Diffusion folder (no unet/ or vae/ inside)",
+            "point --model at the folder holding model_index.json",
+        )
+    return source
+
+
+def _load_error(model: str, error: Exception) -> UserError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(
+        f"cannot load model '{model}': {reason[:200]}",
+        "download it first (huggingface-cli download ID) and pass --model PATH, set LONGEDIT_MODEL, "
+        "or use --model tiny for a smoke run",
+    )
+
+
+def load_tokenizer(model: str, local_files_only: bool = False):
+    """Only the tokenizer of `model` (word checks without loading the networks)."""
+    if model == TINY:
+        from longedit.tiny import build_tiny_tokenizer
+
+        return build_tiny_tokenizer()
+    from transformers import CLIPTokenizer
+
+    source = _model_source(model)
+    try:
+        return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_files_only)
+    except (OSError, ValueError) as error:
+        raise _load_error(model, error) from error
+
+
+def _load_components(model: str, local_files_only: bool) -> dict:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    source = _model_source(model)
+    kwargs = {"local_files_only": local_files_only}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return {
+                "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs),
+                "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs),
+                "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs),
+                "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs),
+                "scheduler": DDIMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs),
+            }
+    except (OSError, ValueError) as error:
+        raise _load_error(model, error) from error
+
+
+def load_backbone(
+    model: str, device: str = "auto", dtype: str = "auto", local_files_only: bool = False
+) -> Backbone:
+    """Load `model` (folder, hub id or `tiny`), freeze it and move it to the device/dtype."""
+    target = resolve_device(device)
+    precision = resolve_dtype(dtype, target)
+    if model == TINY:
+        from longedit.tiny import build_tiny_components
+
+        components = build_tiny_components()
+    else:
+        components = _load_components(model, local_files_only)
+    for key in ("unet", "vae", "text_encoder"):
+        module = components[key]
+        module.requires_grad_(False)
+        module.eval()
+        module.to(device=target, dtype=precision)
+    # The VAE decodes in fp32 where fp16 overflows (SD's VAE is known to produce NaN in fp16 at large sizes).
+    if precision == torch.float16:
+        components["vae"].to(torch.float32)
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(components["scheduler"].config)
+    return Backbone(
+        unet=components["unet"],
+        vae=components["vae"],
+        text_encoder=components["text_encoder"],
+        tokenizer=components["tokenizer"],
+        scheduler=scheduler,
+        name=model,
+        device=target,
+        dtype=precision,
+    )

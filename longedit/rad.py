@@ -1,0 +1,147 @@
+"""Re-Attentional Diffusion (RAD): word attention maps, the top-k region loss and the step schedule.
+
+Paper eq. 3-7. For word j, frame i and mask M_i^j at map resolution:
+    L_IR^j = 1 - mean_i mean(topk(A_i^j * M_i^j, K_in))
+    L_OR^j = mean_i mean(topk(A_i^j * (1 - M_i^j), K_out))
+with K = max(1, round(ratio * area)) of the mask (K_in) and of its complement (K_out), and
+L = sum_j (L_IR^j + L_OR^j). Frames where the object's mask is empty add no inner term.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from longedit.words import WordTokens
+
+SOFTMAX_TEMPERATURE = 100.0
+REFINEMENT_THRESHOLDS = {0: 0.05, 10: 0.5, 20: 0.8}  # at 50 steps (Attend-and-Excite), rescaled to --steps
+MAX_REFINEMENT_ITERATIONS = 20
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Which text-token columns the capture layers record, and how they become per-word maps.
+
+    `softmax` (official code, Attend-and-Excite): record every prompt token (start token dropped),
+    then softmax(100 * A) over them. `raw`: record only the words' tokens (the paper's formula).
+    """
+
+    columns: tuple[int, ...]
+    groups: tuple[tuple[int, ...], ...]
+    normalization: str
+
+    @staticmethod
+    def build(words: list[WordTokens], prompt_tokens: int, normalization: str = "softmax") -> "ColumnPlan":
+        if normalization == "softmax":
+            columns = tuple(range(1, prompt_tokens + 1))
+        elif normalization == "raw":
+            columns = tuple(sorted({i for w in words for i in w.indices}))
+        else:
+            raise ValueError(f"unknown attention normalization '{normalization}'")
+        position = {c: k for k, c in enumerate(columns)}
+        groups = tuple(tuple(position[i] for i in w.indices) for w in words)
+        return ColumnPlan(columns, groups, normalization)
+
+    def tensor(self, device: torch.device) -> torch.Tensor:
+        return torch.tensor(self.columns, dtype=torch.long, device=device)
+
+
+def gaussian_kernel3d(size: int = 3, sigma: float = 0.5) -> torch.Tensor:
+    """Normalised separable Gaussian kernel [size, size, size] over (frame, h, w)."""
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None, None] * g[None, :, None] * g[None, None, :]
+
+
+def layer_average(captured: list[torch.Tensor]) -> torch.Tensor:
+    """Average the maps [B, Q, C] captured at several layers (fp32)."""
+    if not captured:
+        raise RuntimeError("no cross-attention map was captured: the capture layers did not run")
+    return torch.stack([m.float() for m in captured]).mean(dim=0)
+
+
+def word_maps(
+    captured: list[torch.Tensor], plan: ColumnPlan, height: int, width: int, smoothing: bool = True
+) -> torch.Tensor:
+    """Per-word attention maps [F, J, h, w] from captured head-averaged maps [F, h*w, C] of each layer."""
+    maps = layer_average(captured)
+    if plan.normalization == "softmax":
+        maps = torch.softmax(maps * SOFTMAX_TEMPERATURE, dim=-1)
+    per_word = torch.stack([maps[..., list(group)].mean(dim=-1) for group in plan.groups], dim=1)
+    frames, words = per_word.shape[:2]
+    per_word = per_word.reshape(frames, words, height, width)
+    if smoothing:
+        per_word = smooth(per_word)
+    return per_word
+
+
+def smooth(maps: torch.Tensor, size: int = 3, sigma: float = 0.5) -> torch.Tensor:
+    """Gaussian smoothing of [F, J, h, w] maps over (frame, h, w), edges replicated."""
+    kernel = gaussian_kernel3d(size, sigma).to(maps)
+    volume = maps.permute(1, 0, 2, 3).unsqueeze(1)  # [J, 1, F, h, w]
+    pad = size // 2
+    volume = F.pad(volume, (pad,) * 6, mode="replicate")
+    out = F.conv3d(volume, kernel[None, None])
+    return out.squeeze(1).permute(1, 0, 2, 3)
+
+
+def topk_counts(area: torch.Tensor, ratio: float) -> torch.Tensor:
+    """K = max(1, round(ratio * area)) (paper's best ratio: 20%)."""
+    return torch.clamp(torch.round(area * ratio), min=1)
+
+
+def _topk_mean(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Mean of the k largest entries of each row of values [..., N], k [...] varying per row."""
+    ordered = values.sort(dim=-1, descending=True).values
+    rank = torch.arange(values.shape[-1], device=values.device)
+    keep = (rank < k.unsqueeze(-1)).to(values.dtype)
+    return (ordered * keep).sum(dim=-1) / k
+
+
+@dataclass
+class RadLoss:
+    total: torch.Tensor
+    inner: torch.Tensor  # [J] L_IR per word (0 where the word's mask is empty in every frame)
+    outer: torch.Tensor  # [J] L_OR per word
+
+
+def rad_loss(maps: torch.Tensor, masks: torch.Tensor, ratio: float = 0.2) -> RadLoss:
+    """Top-k inner/outer region loss of maps [F, J, h, w] against 0/1 masks [F, J, h, w]."""
+    maps = maps.float().flatten(2)
+    masks = masks.to(maps).flatten(2)
+    cells = maps.shape[-1]
+    area = masks.sum(dim=-1)
+    present = area > 0
+    inner_mean = _topk_mean(maps * masks, topk_counts(area, ratio))
+    outer_mean = _topk_mean(maps * (1 - masks), topk_counts(cells - area, ratio))
+    frames_present = present.sum(dim=0)
+    inner_share = (inner_mean * present).sum(dim=0) / frames_present.clamp(min=1)
+    inner = torch.where(frames_present > 0, 1 - inner_share, torch.zeros_like(inner_share))
+    outer = outer_mean.mean(dim=0)
+    return RadLoss(total=(inner + outer).sum(), inner=inner, outer=outer)
+
+
+def step_sizes(scale: float, steps: int, schedule: str = "sqrt") -> list[float]:
+    """a_t per step: official code `scale * sqrt(linspace(1, 0.5, steps))`; paper: linear 1 -> 0.5."""
+    ramp = torch.linspace(1.0, 0.5, steps, dtype=torch.float64)
+    if schedule == "sqrt":
+        ramp = ramp.sqrt()
+    elif schedule != "linear":
+        raise ValueError(f"unknown step schedule '{schedule}' (use sqrt or linear)")
+    return [scale * float(r) for r in ramp]
+
+
+def refinement_thresholds(steps: int) -> dict[int, float]:
+    """Attend-and-Excite refinement steps {0, 10, 20} of 50, rescaled to `steps`."""
+    return {min(steps - 1, int(math.floor(i * steps / 50))): t for i, t in REFINEMENT_THRESHOLDS.items()}
+
+
+def attention_share(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per word: (attention mass inside its mask, total mass) of maps [F, J, h, w], summed over frames."""
+    maps = maps.float()
+    return (maps * masks.to(maps)).sum(dim=(0, 2, 3)), maps.sum(dim=(0, 2, 3))
