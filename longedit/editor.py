@@ -24,6 +24,7 @@ from longedit.models import Backbone
 from longedit.rad import (
     MAX_REFINEMENT_ITERATIONS,
     ColumnPlan,
+    RadLoss,
     attention_share,
     rad_loss,
     refinement_thresholds,
@@ -155,7 +156,7 @@ class VideoEditor:
     # ------------------------------------------------------------------------------------ RAD
     def rad_gradient(
         self, anchor: torch.Tensor | None, own: torch.Tensor, timestep: int, masks: torch.Tensor
-    ) -> tuple[torch.Tensor, "object"]:
+    ) -> tuple[torch.Tensor, RadLoss]:
         """Loss and d loss / d own of the guided (cond-only) forward for one window."""
         context = self.context
         variable = own.detach().requires_grad_(True)
@@ -181,7 +182,7 @@ class VideoEditor:
         finally:
             context.reset()
         grad = torch.nan_to_num(grad.float() / scale)
-        return grad, loss
+        return grad, RadLoss(loss.total.detach(), loss.inner.detach(), loss.outer.detach())
 
     def rad_update(self, anchor, own: torch.Tensor, index: int, masks: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """x_t <- x_t - a_t * grad (eq. 7), plus Attend-and-Excite refinement at its steps."""

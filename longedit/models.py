@@ -132,11 +132,18 @@ def load_backbone(
         components = build_tiny_components()
     else:
         components = _load_components(model, local_files_only)
-    for key in ("unet", "vae", "text_encoder"):
-        module = components[key]
-        module.requires_grad_(False)
-        module.eval()
-        module.to(device=target, dtype=precision)
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # silence "modules that should be kept in float32: []"
+    try:
+        for key in ("unet", "vae", "text_encoder"):
+            module = components[key]
+            module.requires_grad_(False)
+            module.eval()
+            module.to(device=target, dtype=precision)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
     # The VAE decodes in fp32 where fp16 overflows (SD's VAE is known to produce NaN in fp16 at large sizes).
     if precision == torch.float16:
         components["vae"].to(torch.float32)

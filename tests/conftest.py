@@ -24,3 +24,19 @@ def clip_factory(tmp_path: Path) -> Callable[..., SampleClip]:
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> SampleClip:
     """A 1,000-frame 64x64 clip (24 fps) shared by tests that only read it."""
     return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=1000, width=64, height=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    """The built-in tiny random SD model on CPU (built once per session; frozen, so sharing is safe)."""
+    from longedit.models import load_backbone
+
+    return load_backbone("tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model saved as a diffusers folder, to be loaded back through from_pretrained."""
+    from longedit.testing import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")

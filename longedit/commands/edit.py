@@ -119,14 +119,12 @@ def edit(
 
 
 def run_and_summarise(job: EditJob, work_dir: Path | None = None, progress: bool = True) -> dict:
-    from longedit.engine import TINY_WARNING, run_edit
+    from longedit.engine import run_edit
 
-    if job.model == "tiny":
-        typer.echo(f"warning: {TINY_WARNING}", err=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         report = run_edit(job, work_dir=work_dir, progress=progress)
-    print_summary({**report, "warnings": []})
+    print_summary(report)
     if job.report is not None:
         typer.echo(f"report: {job.report}")
     return report
