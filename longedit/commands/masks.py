@@ -97,12 +97,16 @@ def export_masks(
     staging.mkdir()  # plain mkdir (not mkdtemp) so the folder gets the user's usual permissions
     try:
         writer = MaskFolderWriter(staging, [o.word for o in objects])
-        with VideoWriter(staging / "preview.mp4", info.width, info.height, info.fps, timestamps=info.timestamps) as video:
+        preview = VideoWriter(staging / "preview.mp4", info.width, info.height, info.fps, timestamps=info.timestamps)
+        with preview as video:
             for frame_masks, frame in zip(masks, iter_frames(input_path)):
                 writer.write(frame_masks)
                 video.write(overlay(frame, frame_masks))
         if writer.frames != info.frames:
-            raise UserError(f"got masks for {writer.frames} of {info.frames} frames of '{input_path}'", "the file may be damaged; re-encode it")
+            raise UserError(
+                f"got masks for {writer.frames} of {info.frames} frames of '{input_path}'",
+                "the file may be damaged; re-encode it",
+            )
         _publish(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -116,22 +120,36 @@ def masks(
         list[str],
         typer.Option(
             "--object",
-            help="WORD=x0,y0,x1,y1[@FRAME]: an object's box in source pixels on frame FRAME (default 0). "
+            help="WORD=x0,y0,x1,y1\\[@FRAME]: an object's box in source pixels on frame FRAME (default 0). "
             "Repeat for more objects; the same WORD with other @FRAMEs adds keyframes.",
             show_default=False,
         ),
     ],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write WORD/000000.png ... and preview.mp4 to.", show_default=False)],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="Folder to write WORD/000000.png ... and preview.mp4 to.", show_default=False
+        ),
+    ],
     sam2_model: Annotated[
         str,
-        typer.Option(help="SAM2 hub id or local folder (transformers), CKPT.pt[:CONFIG.yaml] (official sam2), or 'tiny' (random, for tests)."),
+        typer.Option(
+            help="SAM2 hub id or local folder (transformers), CKPT.pt[:CONFIG.yaml] (official sam2), "
+            "or 'tiny' (random, for tests)."
+        ),
     ] = DEFAULT_SAM2_MODEL,
-    chunk: Annotated[int, typer.Option(help="Frames per SAM2 session; longer videos are tracked in re-seeded chunks.")] = 64,
+    chunk: Annotated[
+        int, typer.Option(help="Frames per SAM2 session; longer videos are tracked in re-seeded chunks.")
+    ] = 64,
     dilate: Annotated[int, typer.Option(help="Grow every mask by this many pixels.")] = 0,
-    box_masks: Annotated[bool, typer.Option("--box-masks", help="Replace each mask by its filled bounding box.")] = False,
+    box_masks: Annotated[
+        bool, typer.Option("--box-masks", help="Replace each mask by its filled bounding box.")
+    ] = False,
     min_area: Annotated[int, typer.Option(help="Masks with fewer pixels than this become empty.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    local_files_only: Annotated[bool, typer.Option("--local-files-only", help="Never download the SAM2 model.")] = False,
+    local_files_only: Annotated[
+        bool, typer.Option("--local-files-only", help="Never download the SAM2 model.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Track objects from boxes with SAM2 and export per-frame mask PNGs plus a preview video."""

@@ -1,0 +1,97 @@
+"""Mask folders: `DIR/WORD/000000.png`, one single-channel PNG per frame, 0 = background, 255 = object.
+
+This is what `longedit masks` writes and what `--masks DIR` reads, so a user can fix masks in any
+image editor between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from longedit.errors import UserError
+
+FRAME_NAME = "{:06d}.png"
+
+
+def frame_file(folder: Path, word: str, frame: int) -> Path:
+    """Path of one object's mask for one frame."""
+    return Path(folder) / word / FRAME_NAME.format(frame)
+
+
+class MaskFolderWriter:
+    """Writes per-frame masks of several objects (one sub-folder per word), frame after frame."""
+
+    def __init__(self, folder: str | Path, words: Sequence[str]) -> None:
+        self.folder = Path(folder)
+        self.words = list(words)
+        self.frames = 0
+        for word in self.words:
+            (self.folder / word).mkdir(parents=True, exist_ok=True)
+
+    def write(self, masks: np.ndarray) -> None:
+        """Save bool [n_words, H, W] as the next frame."""
+        if masks.ndim != 3 or masks.shape[0] != len(self.words):
+            raise ValueError(f"expected masks [{len(self.words)}, H, W], got {masks.shape}")
+        for word, mask in zip(self.words, masks):
+            image = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))  # 2-D uint8 -> mode "L"
+            image.save(frame_file(self.folder, word, self.frames), compress_level=3)
+        self.frames += 1
+
+
+def save_mask_folder(folder: str | Path, words: Sequence[str], masks: Iterable[np.ndarray]) -> int:
+    """Write every frame of `masks` (bool [n_words, H, W] each) under `folder`; returns the frame count."""
+    writer = MaskFolderWriter(folder, words)
+    for frame_masks in masks:
+        writer.write(frame_masks)
+    return writer.frames
+
+
+def _word_folder(folder: Path, word: str) -> Path:
+    """`folder/word`, or `folder` itself when it already is the word's folder (holds 000000.png)."""
+    if (folder / word).is_dir():
+        return folder / word
+    if (folder / FRAME_NAME.format(0)).is_file():
+        return folder
+    if not folder.is_dir():
+        raise UserError(f"mask folder '{folder}' does not exist", "export masks with `longedit masks` or fix --masks")
+    raise UserError(
+        f"mask folder '{folder}' has no '{word}' sub-folder",
+        f"give one PNG per frame in {folder / word}/000000.png ...",
+    )
+
+
+def load_mask_folder(
+    folder: str | Path, word: str, frames: int, out_size: tuple[int, int] | None = None
+) -> Iterator[np.ndarray]:
+    """Yield `frames` bool [H, W] masks read from `folder/word/%06d.png` (pixels > 127 are the object).
+
+    With `out_size` (width, height) each mask is resized (nearest) to it. The folder is checked now;
+    a missing frame raises UserError when it is reached, naming the file.
+    """
+    source = _word_folder(Path(folder), word)
+    if not (source / FRAME_NAME.format(0)).is_file():
+        raise UserError(
+            f"mask folder '{source}' has no {FRAME_NAME.format(0)}", "masks are named 000000.png, 000001.png, ..."
+        )
+    return _read_masks(source, frames, out_size)
+
+
+def _read_masks(source: Path, frames: int, out_size: tuple[int, int] | None) -> Iterator[np.ndarray]:
+    for index in range(frames):
+        path = source / FRAME_NAME.format(index)
+        if not path.is_file():
+            raise UserError(
+                f"mask '{path}' is missing (frame {index} of {frames})", "give one mask PNG per video frame"
+            )
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L")
+                if out_size is not None and image.size != tuple(out_size):
+                    image = image.resize(tuple(out_size), Image.Resampling.NEAREST)
+                yield np.asarray(image) > 127
+        except OSError as error:
+            raise UserError(f"cannot read mask '{path}': {error}", "save it as a PNG") from error
