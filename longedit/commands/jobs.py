@@ -31,13 +31,21 @@ RUNNER_HELP = "module:function run instead of longedit.engine.run_edit (testing)
 
 @contextlib.contextmanager
 def _graceful_stop(stop: Any) -> Iterator[None]:
-    """SIGTERM/SIGINT call `stop()` once (jobs checkpoint and stay resumable); a second signal acts as usual."""
+    """SIGTERM/SIGINT call `stop()` once (jobs checkpoint and stay resumable).
+
+    A second signal ends the process at once (the default action, also for SIGINT: a KeyboardInterrupt
+    would wait for the worker threads); the jobs then resume from their last checkpoint.
+    """
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def handler(signum: int, frame: Any) -> None:
-        print(f"{signal.Signals(signum).name}: finishing the current checkpoint, then exiting", file=sys.stderr)
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        print(
+            f"{signal.Signals(signum).name}: finishing the current step and saving a checkpoint, then exiting "
+            "(signal again to quit at once; the jobs resume from their last checkpoint)",
+            file=sys.stderr,
+        )
+        for sig in previous:
+            signal.signal(sig, signal.SIG_DFL)
         stop()
 
     if threading.current_thread() is not threading.main_thread():  # e.g. called from a test thread
@@ -80,8 +88,8 @@ def _preflight(job: Any) -> dict:
 def run(
     job_files: Annotated[list[Path], typer.Argument(help="Job files (YAML) to run, in order.")],
     backend: Annotated[Backend, typer.Option(help="local: one after another here; ray: all at once as Ray tasks.")] = Backend.local,
-    work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints [.longedit-work/ beside each output]; rerunning resumes.")] = None,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --backend ray) [start a local Ray].")] = None,
+    work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints (default: .longedit-work/ beside each output); rerunning resumes.")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --backend ray); default: start a local Ray.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
     runner: Annotated[Optional[str], typer.Option(hidden=True, help=RUNNER_HELP)] = None,
 ) -> None:
@@ -149,12 +157,12 @@ def validate(
 
 def watch(
     folder: Annotated[Path, typer.Argument(help="Watched folder: DIR/inbox, processing, done, failed are created.")],
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Jobs at once [1; with --backend ray: the cluster's GPUs].")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Jobs at once (default: 1; with --backend ray: the cluster's GPUs).")] = None,
     once: Annotated[bool, typer.Option("--once", help="Process what is there (waiting for files being written) and exit.")] = False,
     poll: Annotated[float, typer.Option(min=0.05, help="Rescan every N seconds (file events are only hints).")] = 10.0,
     settle: Annotated[float, typer.Option(min=0.0, help="A file must keep its size and mtime this long before it is used.")] = 2.0,
     backend: Annotated[Backend, typer.Option(help="local: threads in this process; ray: Ray tasks (claims and ledger stay here).")] = Backend.local,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --backend ray) [start a local Ray].")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --backend ray); default: start a local Ray.")] = None,
     max_attempts: Annotated[int, typer.Option(min=1, help="A job whose attempts failed (or died) this often goes to failed/.")] = 3,
     retry_delay: Annotated[float, typer.Option(min=0.0, help="Seconds before retrying a failed attempt.")] = 10.0,
     stale_after: Annotated[float, typer.Option(min=1.0, help="A claim from another host without heartbeat this long is taken over.")] = 120.0,

@@ -1,0 +1,126 @@
+"""`longedit run`: run job files directly (no watched folder), one after another or as Ray tasks.
+
+All job files are read and validated before the first edit starts, so a typo in the tenth job of a
+night's batch is reported at once, not after nine hours.
+
+Each job checkpoints into its own work folder, `WORK_DIR/<stem>-<hash of the job's settings>/`
+(default `WORK_DIR`: `.longedit-work/` beside the job's output). Running the same command again after
+a crash or a SIGTERM resumes from the last checkpoint; changing the job's settings starts afresh
+(the hash changes). The work folder is deleted when the job succeeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from longedit.config import EditJob
+from longedit.errors import UserError
+from longedit.jobs.jobfile import load_job
+from longedit.jobs.runner import AttemptInterrupted, is_interruption, resolve_runner
+
+WORK_FOLDER = ".longedit-work"
+
+
+@dataclass
+class BatchResult:
+    """How one job file of a batch ended."""
+
+    job_file: Path
+    job: EditJob
+    status: Literal["done", "failed", "interrupted", "skipped"]
+    seconds: float = 0.0
+    report: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+
+def work_dir_for(job: EditJob, job_file: Path, work_root: Path | None) -> Path:
+    """The checkpoint folder of `job`: stable across runs of the same settings, new when they change."""
+    key = hashlib.sha256(job.model_dump_json().encode()).hexdigest()[:12]
+    root = work_root if work_root is not None else job.output.parent / WORK_FOLDER
+    return root / f"{job_file.stem}-{key}"
+
+
+def load_batch(paths: Sequence[Path]) -> list[tuple[Path, EditJob]]:
+    """Validate every job file; refuse two jobs that write the same output."""
+    jobs = [(Path(p), load_job(p)) for p in paths]
+    seen: dict[Path, Path] = {}
+    for path, job in jobs:
+        other = seen.get(job.output)
+        if other is not None:
+            raise UserError(
+                f"job files '{other}' and '{path}' both write '{job.output}'", "give each job its own output"
+            )
+        seen[job.output] = path
+    return jobs
+
+
+def _cleanup(work_dir: Path, work_root: Path | None) -> None:
+    shutil.rmtree(work_dir, ignore_errors=True)
+    if work_root is None:  # our default folder: drop it when no other job uses it
+        try:
+            work_dir.parent.rmdir()
+        except OSError:
+            pass
+
+
+def run_batch(
+    paths: Sequence[Path],
+    *,
+    backend: Literal["local", "ray"] = "local",
+    work_root: Path | None = None,
+    address: str | None = None,
+    runner: str | Callable[..., dict[str, Any]] | None = None,
+    stop_event: threading.Event | None = None,
+    progress: bool = True,
+    on_result: Callable[[BatchResult], None] | None = None,
+) -> list[BatchResult]:
+    """Run the job files; returns one result per file, in order. Never raises for a job's own failure."""
+    jobs = load_batch(paths)
+    stop_event = stop_event or threading.Event()
+    if backend == "ray":
+        from longedit.jobs.ray_backend import RayExecutor
+
+        execute = RayExecutor(runner, address=address)
+
+        def attempt(job: EditJob, work_dir: Path) -> dict[str, Any]:
+            return execute(job, work_dir, stop_event)
+
+        workers = len(jobs)
+    elif backend == "local":
+        run = resolve_runner(runner)
+
+        def attempt(job: EditJob, work_dir: Path) -> dict[str, Any]:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            return run(job, work_dir=work_dir, progress=progress, stop_event=stop_event)
+
+        workers = 1
+    else:
+        raise UserError(f"unknown backend '{backend}'", "use --backend local or --backend ray")
+
+    def one(path: Path, job: EditJob) -> BatchResult:
+        if stop_event.is_set():
+            return BatchResult(path, job, "skipped")
+        work_dir = work_dir_for(job, path, work_root)
+        started = time.time()
+        try:
+            report = attempt(job, work_dir)
+        except Exception as error:
+            status = "interrupted" if isinstance(error, AttemptInterrupted) or is_interruption(error) else "failed"
+            result = BatchResult(path, job, status, time.time() - started, error=error)
+        else:
+            _cleanup(work_dir, work_root)
+            result = BatchResult(path, job, "done", time.time() - started, report=report)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="longedit-run") as pool:
+        return list(pool.map(lambda item: one(*item), jobs))

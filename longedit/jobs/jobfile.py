@@ -1,0 +1,227 @@
+"""Read a YAML job file into an `EditJob`, with errors a user can act on.
+
+A job file holds the keys of `EditJob` (the `longedit edit` flags in snake_case). Relative paths are
+relative to the job file's folder, so a job folder can be moved or shared as a unit:
+
+- input paths (`input`, `masks`, `objects[].masks`) resolve against `base_dir` (the job file's folder);
+- output paths (`output`, `report`) resolve against `output_dir` (the same folder unless the caller
+  says otherwise; the watched folder puts them in the job's own folder so results land in `done/NAME/`).
+
+Two keys may be left out:
+- `input`: the video beside the job file with the same stem (`NAME.yaml` -> `NAME.mp4`/`.mov`/`.mkv`...);
+- `output`: `NAME-edited<ext of the input>` in `output_dir`.
+
+pydantic's `ValidationError` becomes a one-line `UserError` naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from longedit.config import EditJob, ObjectSpec
+from longedit.errors import UserError
+
+JOB_SUFFIXES = (".yaml", ".yml")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm", ".avi")
+INPUT_PATH_KEYS = ("input", "masks")
+OUTPUT_PATH_KEYS = ("output", "report")
+
+
+def read_job_mapping(path: Path, label: str | None = None) -> dict[str, Any]:
+    """The job file's top-level mapping, or a `UserError` naming the YAML problem and its line."""
+    shown = label or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"job file '{shown}' does not exist", "check the path") from None
+    except UnicodeDecodeError:
+        raise UserError(f"job file '{shown}' is not UTF-8 text", "save it as a UTF-8 YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(
+            f"job file '{shown}' is not valid YAML{where}: {problem}",
+            "check the indentation and quote values that contain ':' or '#'",
+        ) from None
+    if data is None:
+        raise UserError(f"job file '{shown}' is empty", "write the job's keys, e.g. input, prompt, objects")
+    if not isinstance(data, dict):
+        raise UserError(
+            f"job file '{shown}' must be a mapping of keys to values, not a {type(data).__name__}",
+            "write one 'key: value' per line",
+        )
+    bad = [key for key in data if not isinstance(key, str)]
+    if bad:
+        raise UserError(f"job file '{shown}': key {bad[0]!r} is not a name", "keys are words like steps or prompt")
+    return data
+
+
+def find_companion_video(folder: Path, stem: str) -> Path | None:
+    """The video named `stem` + a known video suffix in `folder` (None if there is none).
+
+    Two candidates (say NAME.mp4 and NAME.mov) are ambiguous and raise a `UserError`.
+    """
+    found = [folder / f"{stem}{suffix}" for suffix in VIDEO_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise UserError(f"several videos could be the input of job '{stem}': {names}", "set input: in the job file")
+    return found[0] if found else None
+
+
+def resolve_job_paths(
+    data: dict[str, Any], *, base_dir: Path, output_dir: Path, stem: str, companion: Path | None = None
+) -> dict[str, Any]:
+    """A copy of the raw mapping with defaults filled in and relative paths made absolute.
+
+    `companion` is the video to use when `input` is absent (the caller found it); without it the
+    same-stem video in `base_dir` is looked up.
+    """
+    data = dict(data)
+    if data.get("input") in (None, ""):
+        video = companion or find_companion_video(base_dir, stem)
+        if video is None:
+            names = "/".join(s.lstrip(".") for s in VIDEO_SUFFIXES[:3])
+            raise UserError(
+                f"job '{stem}' has no 'input' and no video {stem}.{{{names}}} beside it",
+                "add 'input: PATH' or put the video next to the job file with the same name",
+            )
+        data["input"] = str(video)
+    if data.get("output") in (None, ""):
+        suffix = Path(str(data["input"])).suffix or ".mp4"
+        data["output"] = f"{stem}-edited{suffix}"
+
+    def absolute(value: Any, root: Path) -> Any:
+        if isinstance(value, (str, Path)) and str(value) != "":
+            path = Path(value).expanduser()
+            return str(path if path.is_absolute() else root / path)
+        return value  # wrong types are reported by pydantic
+
+    for key in INPUT_PATH_KEYS:
+        if key in data:
+            data[key] = absolute(data[key], base_dir)
+    for key in OUTPUT_PATH_KEYS:
+        if key in data:
+            data[key] = absolute(data[key], output_dir)
+    if isinstance(data.get("objects"), list):
+        objects = []
+        for obj in data["objects"]:
+            if isinstance(obj, dict) and "masks" in obj:
+                obj = {**obj, "masks": absolute(obj["masks"], base_dir)}
+            objects.append(obj)
+        data["objects"] = objects
+    return data
+
+
+def load_job(
+    path: Path | str,
+    *,
+    base_dir: Path | None = None,
+    output_dir: Path | None = None,
+    companion: Path | None = None,
+    label: str | None = None,
+) -> EditJob:
+    """Read, complete and validate the job file at `path` (see the module docstring for the rules).
+
+    `label` names the file in error messages (default: `path`).
+    """
+    path = Path(path)
+    data = read_job_mapping(path, label)
+    base_dir = (base_dir or path.parent).resolve()
+    output_dir = (output_dir or base_dir).resolve()
+    stem = path.stem
+    data = resolve_job_paths(data, base_dir=base_dir, output_dir=output_dir, stem=stem, companion=companion)
+    try:
+        return EditJob.model_validate(data)
+    except ValidationError as error:
+        raise UserError(*describe_validation_error(label or path, error)) from None
+
+
+# --- ValidationError -> one line -------------------------------------------------------------------
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    """('objects', 0, 'box') -> 'objects[0].box'."""
+    text = ""
+    for part in loc:
+        if part == "[key]":
+            text += " key"
+        elif isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The model whose keys the last element of `loc` belongs to (EditJob or ObjectSpec)."""
+    return ObjectSpec if len(loc) >= 2 and loc[0] == "objects" and isinstance(loc[1], int) else EditJob
+
+
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "text",
+    "list": "a list",
+    "dict": "a mapping",
+    "tuple": "a list",
+    "path": "a file path",
+}
+
+
+def describe_validation_error(path: Path | str, error: ValidationError) -> tuple[str, str | None]:
+    """(problem, fix) for the first error of `error`, plus how many more there are."""
+    errors = error.errors(include_url=False)
+    # A misspelt key also makes the real key "missing": report the typo first, it is the cause.
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    kind, loc, ctx = first["type"], tuple(first["loc"]), first.get("ctx") or {}
+    where = _loc_text(loc)
+    more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    prefix = f"job file '{path}'"
+    fix: str | None = None
+
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = list(_model_at(loc).model_fields)
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else "check the spelling; "
+        where_obj = f" in {_loc_text(loc[:-1])}" if len(loc) > 1 else ""
+        problem = f"{prefix}: unknown key '{key}'{where_obj}"
+        fix = f"{hint}known keys: {', '.join(known)}"
+    elif kind == "missing":
+        if len(loc) >= 2 and loc[-2] == "box" or (len(loc) >= 1 and isinstance(loc[-1], int)):
+            problem = f"{prefix}: '{_loc_text(loc[:-1])}' must be four numbers"
+            fix = "write a box as [x0, y0, x1, y1] in pixels"
+        else:
+            problem = f"{prefix}: missing key '{where}'"
+            fix = "add it to the job file"
+    elif kind == "too_long" or kind == "too_short":
+        problem = f"{prefix}: '{where}' has the wrong number of items"
+        fix = "write a box as [x0, y0, x1, y1] in pixels" if "box" in where or "keyframes" in where else None
+    elif kind == "literal_error":
+        problem = f"{prefix}: '{where}' must be one of {ctx.get('expected', '?')}"
+    elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()), "?")
+        problem = f"{prefix}: '{where}' must be {op} {bound}, got {first.get('input')!r}"
+    elif kind in ("value_error", "assertion_error"):
+        message = str(ctx.get("error") or first["msg"]).removeprefix("Value error, ")
+        problem = f"{prefix}: {message}" if not where else f"{prefix}: {where}: {message}"
+    elif kind == "int_from_float":
+        problem = f"{prefix}: '{where}' must be an integer, got {first.get('input')!r}"
+    else:
+        base = kind.split("_")[0]
+        if base in _TYPE_WORDS and (kind.endswith("_type") or kind.endswith("_parsing")):
+            problem = f"{prefix}: '{where}' must be {_TYPE_WORDS[base]}, got {first.get('input')!r}"
+        else:
+            problem = f"{prefix}: '{where}': {first['msg']}"
+    return problem + more, fix

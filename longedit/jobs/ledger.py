@@ -1,0 +1,207 @@
+"""The ledger: an embedded SQLite database of every job's state transitions, attempts and timings.
+
+`DIR/ledger.sqlite` in WAL mode with a busy timeout, so several worker threads and several `watch`
+processes on one machine can write at once. Each call opens its own short-lived connection (SQLite
+connections must not cross threads) and every write is one `BEGIN IMMEDIATE` transaction.
+
+SQLite's WAL needs shared memory between the processes that use the file: keep `DIR` on a local disk
+when several machines watch it (the Ray backend is fine: only its driver writes the ledger).
+
+Tables:
+- `jobs`: one row per job (id assigned when the job is claimed): name, state, attempts, paths,
+  timestamps, progress (step/total), peak memory, run time, last error, owner.
+- `events`: one row per transition (queued, running, done, failed, interrupted) with attempt and detail.
+
+`attempts` counts runs that started and did not end in a clean interruption: a worker killed with
+kill -9 counts (the job may be what kills it), a SIGTERM that checkpointed cleanly does not.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+STATES = ("queued", "running", "done", "failed", "interrupted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    job_file TEXT,
+    folder TEXT,
+    input TEXT,
+    output TEXT,
+    owner TEXT,
+    queued_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL,
+    run_seconds REAL NOT NULL DEFAULT 0,
+    step INTEGER,
+    total INTEGER,
+    peak_rss_mb REAL,
+    peak_vram_mb REAL,
+    error TEXT,
+    report TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER,
+    owner TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
+"""
+
+_JOB_COLUMNS = (
+    "name job_file folder input output owner queued_at started_at finished_at run_seconds step total "
+    "peak_rss_mb peak_vram_mb error report"
+).split()
+
+
+class Ledger:
+    """Read and write the ledger at `path` (created on first use)."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taking the write lock up front (no lock upgrade deadlocks)."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -------------------------------------------------------------------------------------- writes
+
+    def transition(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        detail: str = "",
+        attempts_delta: int = 0,
+        **fields: Any,
+    ) -> int:
+        """Move job `job_id` to `state` (creating its row if needed), update `fields`, log an event.
+
+        `attempts_delta` adds to the attempt counter in the same transaction; returns the new count.
+        """
+        if state not in STATES:
+            raise ValueError(f"unknown job state {state!r}")
+        unknown = set(fields) - set(_JOB_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown ledger columns {sorted(unknown)}")
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO jobs (id, name, state, queued_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (job_id, fields.get("name", job_id), state, now, now),
+                )
+                attempts = 0
+            else:
+                attempts = int(row["attempts"])
+            attempts = max(0, attempts + attempts_delta)
+            sets = {"state": state, "attempts": attempts, "updated_at": now, **fields}
+            conn.execute(
+                f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
+                (*sets.values(), job_id),
+            )
+            conn.execute(
+                "INSERT INTO events (job_id, at, state, attempt, owner, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, now, state, attempts, fields.get("owner"), detail),
+            )
+        return attempts
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set columns of an existing job without a state change (progress, owner...)."""
+        unknown = set(fields) - set(_JOB_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown ledger columns {sorted(unknown)}")
+        if not fields:
+            return
+        fields["updated_at"] = time.time()
+        with self._write() as conn:
+            conn.execute(
+                f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                (*fields.values(), job_id),
+            )
+
+    def progress(self, job_id: str, step: int, total: int) -> None:
+        """Record how far a running job is (ignored once the job left `running`: a late heartbeat
+        must not overwrite the final state)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET step = ?, total = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+                (step, total, time.time(), job_id),
+            )
+
+    def add_run_seconds(self, job_id: str, seconds: float) -> None:
+        """Add one attempt's wall time to the job's total run time."""
+        with self._write() as conn:
+            conn.execute("UPDATE jobs SET run_seconds = run_seconds + ? WHERE id = ?", (seconds, job_id))
+
+    # --------------------------------------------------------------------------------------- reads
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """The job row as a dict (None if unknown)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _row(row) if row else None
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """All jobs, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM jobs ORDER BY queued_at, id").fetchall()
+        return [_row(r) for r in rows]
+
+    def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Transitions in order, of one job or of all."""
+        with self._connect() as conn:
+            if job_id is None:
+                rows = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
+            else:
+                rows = conn.execute("SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    if data.get("report"):
+        try:
+            data["report"] = json.loads(data["report"])
+        except ValueError:
+            pass
+    return data

@@ -1,0 +1,106 @@
+"""`longedit status DIR`: what the watched folder holds, from the ledger and the folders themselves.
+
+Jobs still in the inbox are not in the ledger yet (a job gets its id when it is claimed); they are
+listed as `queued` from the folder listing. A `running` job whose worker is gone (killed, rebooted)
+is flagged so, and resumes when a watcher starts.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from longedit.errors import UserError
+from longedit.jobs.claim import read_latest
+from longedit.jobs.ledger import Ledger
+from longedit.jobs.scanner import InboxScanner
+from longedit.jobs.spool import Spool
+
+ORDER = ("queued", "running", "interrupted", "done", "failed")
+
+
+def collect_status(root: Path, *, stale_after: float = 120.0) -> dict[str, Any]:
+    """Jobs and counts per state, ready for JSON."""
+    spool = Spool(Path(root))
+    if not spool.ledger_path.exists() and not spool.inbox.is_dir():
+        raise UserError(f"'{root}' is not a watched folder (no inbox/ or ledger.sqlite)", "run `longedit watch DIR` first")
+    rows = Ledger(spool.ledger_path).jobs() if spool.ledger_path.exists() else []
+    now = time.time()
+    jobs: list[dict[str, Any]] = []
+    scanner = InboxScanner(spool, probe=lambda path: None)
+    for job_file in spool.inbox_job_files():
+        try:
+            since = job_file.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        _, blocked, _ = scanner.input_of(job_file)
+        note = f"in inbox, {blocked.reason}" if blocked is not None and blocked.state == "waiting" else "in inbox"
+        jobs.append({"id": None, "name": job_file.stem, "state": "queued", "attempts": 0, "note": note,
+                     "queued_at": since, "job_file": str(job_file)})
+    for row in rows:
+        job = {k: row.get(k) for k in (
+            "id", "name", "state", "attempts", "step", "total", "queued_at", "started_at", "finished_at",
+            "run_seconds", "peak_rss_mb", "peak_vram_mb", "owner", "folder", "input", "output", "error",
+        )}
+        job["note"] = (row.get("error") or "") if row["state"] in ("failed", "queued") else ""
+        if row["state"] == "running" and row.get("folder"):
+            record = read_latest(Path(row["folder"]))
+            if record is not None:
+                alive, reason = record.liveness(stale_after=stale_after, now=now)
+                if not alive:
+                    job["note"] = f"{reason}; resumes when a watcher starts"
+        if row["state"] == "interrupted":
+            job["note"] = "resumes when a watcher starts"
+        if row["state"] == "done":
+            job["note"] = row.get("output") or ""
+        jobs.append(job)
+    jobs.sort(key=lambda j: (ORDER.index(j["state"]) if j["state"] in ORDER else len(ORDER), j.get("queued_at") or 0))
+    counts = {state: sum(1 for j in jobs if j["state"] == state) for state in ORDER}
+    return {"root": str(spool.root), "counts": counts, "jobs": jobs}
+
+
+def _clock(ts: float | None) -> str:
+    return time.strftime("%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_table(status: dict[str, Any], now: float | None = None) -> str:
+    """The status as a plain text table (one line per job, the note last and never cut) plus a summary line.
+
+    Plain text rather than a terminal widget: it is read in logs, over ssh and through grep.
+    """
+    now = time.time() if now is None else now
+    counts = status["counts"]
+    header = ("STATE", "NAME", "ATTEMPTS", "PROGRESS", "STARTED", "TIME", "PEAK MEM", "NOTE")
+    rows = [header]
+    for job in status["jobs"]:
+        if job.get("total"):
+            progress = f"{job.get('step') or 0}/{job['total']}"
+        else:
+            progress = "-"
+        if job["state"] == "running" and job.get("started_at"):
+            spent = _duration(now - job["started_at"])
+        else:
+            spent = _duration(job.get("run_seconds"))
+        memory = " ".join(
+            f"{job[key]:.0f}MB{label}" for key, label in (("peak_vram_mb", "(GPU)"), ("peak_rss_mb", "")) if job.get(key)
+        ) or "-"
+        note = job.get("note") or ""
+        if job["state"] == "done" and note:
+            note = f"-> {note}"
+        rows.append((job["state"], job["name"], str(job.get("attempts") or 0), progress,
+                     _clock(job.get("started_at")), spent, memory, note))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = [f"{status['root']}: " + ", ".join(f"{counts[s]} {s}" for s in ORDER)]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    return "\n".join(line.rstrip() for line in lines)
