@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# Pin the local CPU build of torch when no torch is installed: any other spec pulls a multi-GB CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test,triton]"
+	$(BIN)/python -m pip install -q -e ".[test,triton,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

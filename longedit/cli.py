@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `longedit` script; returns the exit code."""
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return UserError.exit_code
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             error.show()
             return error.exit_code
         raise
-    return 0
+    # click returns the exit code of typer.Exit / an interrupted command (130) instead of raising it
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from longedit.backbones.adapters import adapter_for
 from longedit.config import EditJob, ObjectSpec
 from longedit.editor import LoopSettings, VideoEditor
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
+from longedit.planner import Probe, WindowPlan, plan_window, probe_window_costs
 from longedit.video import VideoInfo, VideoWriter, check_output_path, iter_frames, probe, processing_size
 from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
@@ -70,7 +72,7 @@ def prepare(job: EditJob) -> Prepared:
     for obj in objects:
         if obj.masks is not None and not Path(obj.masks).is_dir():
             raise UserError(f"mask folder '{obj.masks}' for '{obj.word}' does not exist", "give --masks DIR holding DIR/WORD/000000.png ...")
-    if (job.rad or job.irjs) and not objects:
+    if job.method == "reatco" and (job.rad or job.irjs) and not objects:
         warnings.warn("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
     return Prepared(info=info, objects=objects, processed_size=processing_size(info.width, info.height, job.size))
 
@@ -97,8 +99,13 @@ def preflight(job: EditJob) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ stages
-def encode_video(backbone: Backbone, info: VideoInfo, size: tuple[int, int], progress: bool) -> torch.Tensor:
-    """Stream-decode frames at the processing size and VAE-encode them in chunks -> host latents [F,4,h,w]."""
+def encode_video(
+    backbone: Backbone, info: VideoInfo, size: tuple[int, int], progress: bool, stop_event: threading.Event | None = None
+) -> torch.Tensor:
+    """Stream-decode frames at the processing size and VAE-encode them in chunks -> host latents [F,4,h,w].
+
+    Checks `stop_event` between chunks so a stop request on a long video is honoured quickly.
+    """
     vae = backbone.vae
     scale = vae.config.scaling_factor
     latents: list[torch.Tensor] = []
@@ -116,6 +123,9 @@ def encode_video(backbone: Backbone, info: VideoInfo, size: tuple[int, int], pro
         chunk.append(frame)
         if len(chunk) == VAE_CHUNK:
             flush()
+            if stop_event is not None and stop_event.is_set():
+                bar.close()
+                raise JobInterrupted("stopped while encoding the source; nothing to resume yet")
         bar.update(1)
     if chunk:
         flush()
@@ -245,7 +255,7 @@ def latent_checksum(latents: torch.Tensor) -> str:
 
 def loop_settings(job: EditJob, device: torch.device) -> LoopSettings:
     return LoopSettings(
-        steps=job.steps, guidance=job.guidance, rad=job.rad, guided_steps=min(job.guided_steps, job.steps),
+        steps=job.steps, guidance=job.guidance, rad=job.use_rad, guided_steps=min(job.guided_steps, job.steps),
         step_size=job.step_size, step_schedule=job.step_schedule, refine=job.use_refinement,
         topk_ratio=job.topk_ratio, attention_norm=job.attention_norm, smoothing=job.smoothing, irjs=job.irjs,
         source_noise=job.source_noise, overlap_weights=job.overlap_weights, seed=job.seed,
@@ -253,16 +263,20 @@ def loop_settings(job: EditJob, device: torch.device) -> LoopSettings:
     )
 
 
-def choose_windows(job: EditJob, frames: int, device: torch.device) -> tuple[list[tuple[int, int]], str]:
-    """Window length/stride from the flags, else a per-device default; returns windows and why."""
-    if job.window is not None:
-        length, why = job.window, "--window"
-    else:
-        length = DEFAULT_WINDOW.get(device.type, 8)
-        why = f"default for {device.type}"
-    if length > frames:
-        why += f" (clipped to the video's {frames} frames)"
-    return plan_windows(frames, length, job.stride), why
+def choose_windows(
+    job: EditJob, frames: int, device: torch.device, measure: Probe | None = None, native: int | None = None
+) -> tuple[list[tuple[int, int]], WindowPlan]:
+    """Windows of the run and the plan behind them: --window, else the window planner, else the device default.
+
+    `measure(lengths)` measures the model for the planner (longedit.planner.probe_window_costs);
+    it runs only when planning happens (a CUDA device, or --vram given). `native`: the backbone's own
+    clip length (text-to-video: 16), the default instead of the device's.
+    """
+    plan = plan_window(
+        frames=frames, device=device, window=job.window, stride=job.stride, vram=job.vram, probe=measure,
+        default_length=native or DEFAULT_WINDOW.get(device.type, 8),
+    )
+    return plan_windows(frames, plan.length, plan.stride), plan
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -280,13 +294,18 @@ def run_edit(
     device = resolve_device(job.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    backbone = load_backbone(job.model, job.device, job.dtype, job.local_files_only)
+    backbone = load_backbone(job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
     warnings_list = [TINY_WARNING] if backbone.is_tiny else []
     words = resolve_words(backbone.tokenizer, job, prepared.objects)
     size = prepared.processed_size
     grid = (size[0] // backbone.vae_scale, size[1] // backbone.vae_scale)
-    windows, window_reason = choose_windows(job, info.frames, device)
     settings = loop_settings(job, device)
+
+    def probe_costs(lengths):
+        return probe_window_costs(backbone, settings, job.source_prompt, job.prompt, words, grid[1], grid[0], lengths)
+
+    native = adapter_for(backbone.kind).native_window
+    windows, window_plan = choose_windows(job, info.frames, device, probe_costs, native)
     work_dir = Path(work_dir) if work_dir is not None else None
     fingerprint = job_fingerprint(job, info)
     state = load_checkpoint(work_dir, fingerprint)
@@ -297,10 +316,12 @@ def run_edit(
 
     clock = time.perf_counter()
     if state is None:
-        source = encode_video(backbone, info, size, progress)
+        source = encode_video(backbone, info, size, progress, stop_event)
         state = {"fingerprint": fingerprint, "phase": "inversion", "step": 0, "source": source, "latents": source.clone(),
                  "attention": [], "losses": [], "unet_forwards": 0, "timing": timing}
         timing["decode_s"] = time.perf_counter() - clock
+        if work_dir is not None:  # the whole-video encode is not redone after a crash
+            save_checkpoint(work_dir, state)
     source = state["source"]
     masks = build_masks(job, prepared, grid, progress)
     editor = VideoEditor(
@@ -308,6 +329,12 @@ def run_edit(
         inversion_prompt="" if job.inversion_prompt == "empty" else None,
     )
     editor.unet_forwards = state["unet_forwards"]
+    fusion = None
+    if job.use_fusion and state["phase"] != "decode":
+        from longedit.fatezero import fusion_for_job
+
+        fresh = state["phase"] == "inversion" and state["step"] == 0
+        fusion = fusion_for_job(job, editor, windows, grid, work_dir, fresh)
     steps = editor.schedule.steps
     trajectory = None
     if job.irjs and job.source_noise == "inversion":
@@ -345,7 +372,7 @@ def run_edit(
                     maybe_stop("inversion", index + 1, latents, job.checkpoint_every)
             bar.close()
             state["phase"], state["step"] = "edit", 0
-            checkpoint("edit", 0, latents)
+            maybe_stop("edit", 0, latents, every=1)  # always checkpoint the finished inversion
 
         noise = editor.fresh_source_noise(source.shape) if job.source_noise == "fresh" else None
 
@@ -368,6 +395,9 @@ def run_edit(
                 maybe_stop("edit", index + 1, latents, job.checkpoint_every)
         bar.close()
         checkpoint("decode", steps, latents)
+        if fusion is not None:  # the decode phase never needs the maps again
+            fusion_report = fusion.report(info.frames)
+            fusion.store.close(delete=True)
 
         clock = time.perf_counter()
         write_video(backbone, latents, info, job, size, progress)
@@ -375,6 +405,8 @@ def run_edit(
     finally:
         if trajectory is not None and work_dir is None:
             Path(trajectory.array.filename).unlink(missing_ok=True)
+        if fusion is not None and work_dir is None:
+            fusion.store.close(delete=True)
 
     outside = None
     if masks is not None:
@@ -394,7 +426,7 @@ def run_edit(
         "output_size": list(size if job.keep_size else (info.width, info.height)),
         "audio": info.has_audio,
         "windows": [list(w) for w in windows],
-        "window": {"length": windows[0][1] - windows[0][0], "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None, "reason": window_reason},
+        "window": {"length": windows[0][1] - windows[0][0], "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None, "reason": window_plan.reason, "planner": window_plan.to_report()},
         "device": str(backbone.device),
         "dtype": str(backbone.dtype).replace("torch.", ""),
         "model": job.model,
@@ -411,6 +443,9 @@ def run_edit(
             "loss": state["losses"],
         },
         "irjs": {"enabled": job.irjs, "source_noise": job.source_noise, "background_latent_mae": outside},
+        "method": job.method,
+        "backbone": backbone.kind,
+        "fatezero": fusion_report if fusion is not None else None,
         "masks": None if masks is None else {"summary": masks.area_summary()},
         "latent_checksum": latent_checksum(latents.float()),
         "resumed_from": resumed_from,
