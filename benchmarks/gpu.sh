@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The GPU benchmark set (H100/H200 or any CUDA GPU). Writes JSON into benchmarks/results-gpu/.
+# Run from the repository root with the project's environment active: bash benchmarks/gpu.sh
+set -euo pipefail
+out="${1:-benchmarks/results-gpu}"
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+# 1. optimized (window from the planner: free memory) vs official ReAtCo settings, full SD 1.5 UNet, 512x512
+longedit bench --preset sd15 --frames 16 --steps 50 --json "$out/sd15.json"
+# 2. the same with a fixed 16-frame optimized window (comparable across GPUs)
+longedit bench --preset sd15 --frames 16 --steps 50 --window 16 --mode optimized --json "$out/sd15-window16.json"
+# 3. what the planner picks for a 24 GB card, and whether the run stays under it
+longedit bench --preset sd15 --frames 48 --steps 10 --vram 24GB --mode optimized --json "$out/sd15-24gb.json"
+# 4. peak VRAM over video length (optimized mode, one process per length)
+longedit bench --preset sd15 --steps 2 --frames-sweep 16,100,1000 --json "$out/sd15-sweep.json"
+# 5. fused word-attention op vs eager reference, SD 1.5 shapes, fp16
+longedit bench kernel --json "$out/kernel.json"
