@@ -11,13 +11,21 @@ Nothing of the UNet is forked: we swap processors with `set_attn_processor`, the
   computed by the fused op of `longedit.kernels.word_attention` (never the full heads x queries x 77
   tensor kept for backward).
 
-All per-call state lives in one `AttentionContext` object shared by the processors of one UNet.
+Temporal layers of video UNets (diffusers `UNet3DConditionModel`: `transformer_in`, `temp_attentions`;
+Tune-A-Video's temporal attention, see `longedit.backbones.tuneavideo`) keep their own processors: they
+mix frames by design and are neither cross-frame nor text attention (`is_temporal_layer`).
+
+All per-call state lives in one `AttentionContext` object shared by the processors of one UNet. An
+optional `AttentionContext.fusion` hook (FateZero attention fusion, `longedit.fatezero`) may compute a
+layer's attention itself (explicit probabilities it stores or replaces); it returns None where it does
+not act, and the processors then run their ordinary SDPA path.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +48,7 @@ class AttentionContext:
     capture_rows: which videos of the batch to record (the conditional half under CFG).
     stop_after: name of the layer after whose capture the forward stops (guided pass only).
     replaying: True while autograd recomputes checkpointed blocks: compute the same ops, store nothing.
+    fusion: optional attention-fusion hook (see module docstring); not cleared by `reset`.
     """
 
     frames: int = 1
@@ -50,6 +59,7 @@ class AttentionContext:
     replaying: bool = False
     kernel_backend: str = "auto"
     maps: list[torch.Tensor] = field(default_factory=list)
+    fusion: Any = None
 
     def reset(self) -> None:
         self.capture = False
@@ -117,19 +127,33 @@ def sparse_causal_kv(tensor: torch.Tensor, frames: int) -> torch.Tensor:
     return joined.reshape(total, heads, 2 * tokens, dim)
 
 
-class CrossFrameAttnProcessor:
-    """Self-attention across frames (anchor + previous frame) for `attn1` layers."""
+def _fused(context: AttentionContext, name: str, kind: str, query, key, value, scale: float):
+    """The fusion hook's attention output for this layer, or None where it does not act."""
+    if context.fusion is None or context.replaying:
+        return None
+    return context.fusion.attend(name, kind, query, key, value, scale)
 
-    def __init__(self, context: AttentionContext) -> None:
+
+class CrossFrameAttnProcessor:
+    """Self-attention across frames (anchor + previous frame) for `attn1` layers.
+
+    `sparse_causal=False` gives plain per-frame self-attention (the spatial `attn1` of a text-to-video
+    UNet, whose temporal layers already mix frames); it still goes through the fusion hook.
+    """
+
+    def __init__(self, context: AttentionContext, name: str = "", sparse_causal: bool = True) -> None:
         self.context = context
+        self.name = name
+        self.sparse_causal = sparse_causal
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **_):
-        frames = self.context.frames
+        frames = self.context.frames if self.sparse_causal else 1
 
         def attend(query, key, value):
             key = sparse_causal_kv(key, frames)
             value = sparse_causal_kv(value, frames)
-            return F.scaled_dot_product_attention(query, key, value)
+            out = _fused(self.context, self.name, "self", query, key, value, attn.scale)
+            return F.scaled_dot_product_attention(query, key, value) if out is None else out
 
         return _run_attention(attn, hidden_states, None, temb, attend)
 
@@ -146,7 +170,9 @@ class CaptureCrossAttnProcessor:
         context = self.context
 
         def attend(query, key, value):
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=None)
+            out = _fused(context, self.name, "cross", query, key, value, attn.scale)
+            if out is None:
+                out = F.scaled_dot_product_attention(query, key, value, attn_mask=None)
             if self.captures and context.capture and context.columns is not None:
                 rows = context.capture_rows
                 maps = word_attention_maps(
@@ -163,6 +189,12 @@ class CaptureCrossAttnProcessor:
 
 
 _BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^(mid_block)\.")
+_TEMPORAL_RE = re.compile(r"(^|\.)(transformer_in|temp_attentions|tuneavideo_temporal)(\.|$)")
+
+
+def is_temporal_layer(name: str) -> bool:
+    """Whether attention layer `name` mixes frames (UNet3D temporal transformers, Tune-A-Video temporal layers)."""
+    return bool(_TEMPORAL_RE.search(name))
 
 
 def layer_scale(name: str, levels: int) -> int:
@@ -181,7 +213,7 @@ def layer_scale(name: str, levels: int) -> int:
 def capture_layer_names(unet: torch.nn.Module, scale: int = 4) -> list[str]:
     """Names of the `attn2` processors at latent/`scale` (H/32 of the frame for SD), in execution order."""
     levels = len(unet.config.block_out_channels)
-    names = [n for n in unet.attn_processors if n.endswith("attn2.processor")]
+    names = [n for n in unet.attn_processors if n.endswith("attn2.processor") and not is_temporal_layer(n)]
     order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
 
     def key(name: str):
@@ -192,15 +224,23 @@ def capture_layer_names(unet: torch.nn.Module, scale: int = 4) -> list[str]:
     return sorted((n for n in names if layer_scale(n, levels) == scale), key=key)
 
 
-def install_processors(unet: torch.nn.Module, context: AttentionContext, scale: int = 4) -> list[str]:
-    """Swap every attention processor of `unet`; returns the capture layer names in execution order."""
+def install_processors(
+    unet: torch.nn.Module, context: AttentionContext, scale: int = 4, sparse_causal: bool = True
+) -> list[str]:
+    """Swap the spatial attention processors of `unet`; returns the capture layer names in execution order.
+
+    Temporal layers keep their processors. `sparse_causal=False` makes `attn1` plain per-frame
+    self-attention (text-to-video UNets).
+    """
     captured = set(capture_layer_names(unet, scale))
     if not captured:
         raise ValueError(f"the UNet has no cross-attention layer at 1/{scale} of the latent size")
     processors = {}
     for name in unet.attn_processors:
-        if name.endswith("attn1.processor"):
-            processors[name] = CrossFrameAttnProcessor(context)
+        if is_temporal_layer(name):
+            processors[name] = unet.attn_processors[name]
+        elif name.endswith("attn1.processor"):
+            processors[name] = CrossFrameAttnProcessor(context, name, sparse_causal)
         elif name.endswith("attn2.processor"):
             processors[name] = CaptureCrossAttnProcessor(context, name, name in captured)
         else:

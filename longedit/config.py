@@ -127,6 +127,7 @@ class EditJob(BaseModel):
     sam2_model: str = DEFAULT_SAM2_MODEL
 
     model: str = Field(default_factory=default_model)
+    backbone: Literal["auto", "sd", "t2v", "tuneavideo"] = "auto"
     local_files_only: bool = False
     device: str = "auto"
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
@@ -160,6 +161,13 @@ class EditJob(BaseModel):
     box_masks: bool = False
     min_area: int = Field(0, ge=0)
 
+    method: Literal["reatco", "fatezero"] = "reatco"
+    fuse_attention: bool = False
+    cross_replace_steps: float = Field(0.8, ge=0, le=1)
+    self_replace_steps: float = Field(0.5, ge=0, le=1)
+    blend_threshold: float = Field(0.3, ge=0, le=1)
+    fuse_resolution: Literal["h32", "h16"] = "h32"
+
     report: Path | None = None
     checkpoint_every: int = Field(5, ge=1)
 
@@ -171,6 +179,22 @@ class EditJob(BaseModel):
         if dupes:
             raise ValueError(f"word(s) {dupes} given for more than one object; use one object per word")
         return objects
+
+    @model_validator(mode="after")
+    def _fusion_needs_source_inversion(self) -> "EditJob":
+        if self.use_fusion and self.inversion_prompt != "source":
+            raise ValueError("attention fusion (fatezero) stores the source prompt's maps: use inversion_prompt source")
+        return self
+
+    @property
+    def use_fusion(self) -> bool:
+        """FateZero attention fusion: always in the `fatezero` method, on request (`fuse_attention`) with ReAtCo."""
+        return self.method == "fatezero" or self.fuse_attention
+
+    @property
+    def use_rad(self) -> bool:
+        """RAD is ReAtCo's: off in the `fatezero` method."""
+        return self.rad and self.method == "reatco"
 
     @property
     def use_refinement(self) -> bool:

@@ -8,16 +8,23 @@ cross-frame attention; the anchor's outputs are discarded. Per step:
                         CFG forward (no grad) -> DDIM step -> x_{t-1}[w]
     merge windows (weighted average of overlapping frames)
     IRJS: x_{t-1} = x_{t-1} * M + V_{t-1} * (1 - M)
+
+The backbone's adapter (`longedit.backbones.adapters`) decides how the UNet is called (2D batch of
+frames, or UNet3D videos), whether the anchor frame is prepended and which attn1 processor is used.
+An optional attention fusion (FateZero, `longedit.fatezero`, `attach_fusion`) stores the source
+attention maps during inversion and fuses them into the classifier-free guided pass of editing.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from longedit.attention import AttentionContext, StopForward, install_processors
+from longedit.backbones.adapters import adapter_for
 from longedit.ddim import DdimSchedule, add_noise, ddim_move
 from longedit.masks import ObjectMasks
 from longedit.models import Backbone
@@ -90,9 +97,13 @@ class VideoEditor:
         self.backbone = backbone
         self.settings = settings
         self.words = words
+        self.adapter = adapter_for(getattr(backbone, "kind", "sd"))
         self.context = AttentionContext(kernel_backend=settings.kernel_backend)
-        self.capture_layers = install_processors(backbone.unet, self.context, MAP_SCALE)
-        if settings.gradient_checkpointing:
+        self.capture_layers = install_processors(
+            backbone.unet, self.context, MAP_SCALE, sparse_causal=self.adapter.sparse_causal
+        )
+        self.fusion = None
+        if settings.gradient_checkpointing and self.adapter.supports_checkpointing:
             backbone.unet.enable_gradient_checkpointing()
         else:
             backbone.unet.disable_gradient_checkpointing()
@@ -117,17 +128,26 @@ class VideoEditor:
         return self.backbone.text_encoder(ids)[0].to(self.backbone.dtype)
 
     def _unet(self, x: torch.Tensor, timestep: int, embedding: torch.Tensor) -> torch.Tensor:
-        """One UNet forward (counted); a single prompt embedding is broadcast over the batch."""
+        """One UNet forward (counted) through the backbone's adapter; x is [videos*frames, 4, h, w]."""
         self.unet_forwards += 1
-        if embedding.shape[0] == 1:
-            embedding = embedding.expand(x.shape[0], -1, -1)
-        return self.backbone.unet(x, timestep, encoder_hidden_states=embedding).sample
+        return self.adapter.forward(self.backbone.unet, x, timestep, embedding, self.context.frames)
+
+    def attach_fusion(self, fusion) -> None:
+        """Use attention fusion `fusion` (longedit.fatezero.AttentionFusion) from now on."""
+        self.fusion = fusion
+        self.context.fusion = fusion
+
+    def _fusing(self, mode: str, step: int, window: int, own: torch.Tensor):
+        """Context in which the fusion stores (inversion) or fuses (edit) maps of `window` at edit step `step`."""
+        if self.fusion is None:
+            return contextlib.nullcontext()
+        return self.fusion.active(mode, step, window, tuple(own.shape[-2:]))
 
     def _window(self, latents: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(anchor or None, own frames) of window [start, end) on the device in the model dtype."""
         device, dtype = self.backbone.device, self.backbone.dtype
         own = latents[start:end].to(device=device, dtype=dtype)
-        anchor = None if start == 0 else latents[:1].to(device=device, dtype=dtype)
+        anchor = None if start == 0 or not self.adapter.uses_anchor else latents[:1].to(device=device, dtype=dtype)
         return anchor, own
 
     @staticmethod
@@ -143,11 +163,12 @@ class VideoEditor:
         current = timesteps[self.schedule.steps - index] if index > 0 else None
         alpha_from, alpha_to = self.schedule.alpha(current), self.schedule.alpha(target)
         merger = WindowMerger(latents, self.settings.overlap_weights)
-        for start, end in windows:
+        for position, (start, end) in enumerate(windows):
             anchor, own = self._window(latents, start, end)
             x = self._with_anchor(anchor, own)
             self.context.frames = x.shape[0]
-            eps = self._unet(x, target, self.inversion_cond)[x.shape[0] - own.shape[0] :]
+            with self._fusing("store", self.schedule.steps - 1 - index, position, own):
+                eps = self._unet(x, target, self.inversion_cond)[x.shape[0] - own.shape[0] :]
             merger.add(start, ddim_move(own.float(), eps.float(), alpha_from, alpha_to))
             if advance:
                 advance()
@@ -249,13 +270,14 @@ class VideoEditor:
         merger = WindowMerger(latents, settings.overlap_weights)
         stats = StepStats(inside=torch.zeros(len(self.words)), total=torch.zeros(len(self.words)))
         forwards_before = self.unet_forwards
-        for start, end in windows:
+        for position, (start, end) in enumerate(windows):
             anchor, own = self._window(latents, start, end)
             masks_map = masks.at_map_resolution(start, end, MAP_SCALE) if masks is not None else None
             if guided:
                 own, losses = self.rad_update(anchor, own, index, masks_map)
                 stats.losses.extend(losses)
-            eps, shares = self.guided_eps(anchor, own, timestep, masks_map)
+            with self._fusing("fuse", index, position, own):
+                eps, shares = self.guided_eps(anchor, own, timestep, masks_map)
             if shares is not None:
                 stats.inside += shares[0].cpu()
                 stats.total += shares[1].cpu()

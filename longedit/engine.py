@@ -323,7 +323,11 @@ def run_edit(
         if work_dir is not None:  # the whole-video encode is not redone after a crash
             save_checkpoint(work_dir, state)
     source = state["source"]
-    masks = build_masks(job, prepared, grid, progress)
+    if state.get("masks") is not None:  # tracking is not redone on resume
+        masks = ObjectMasks(**state["masks"])
+    else:
+        masks = build_masks(job, prepared, grid, progress)
+        state["masks"] = None if masks is None else {"words": masks.words, "latent": masks.latent, "sources": masks.sources}
     editor = VideoEditor(
         backbone, settings, job.source_prompt, job.prompt, words,
         inversion_prompt="" if job.inversion_prompt == "empty" else None,
@@ -394,9 +398,10 @@ def run_edit(
             if index + 1 < steps:
                 maybe_stop("edit", index + 1, latents, job.checkpoint_every)
         bar.close()
+        if fusion is not None:
+            state["fatezero"] = fusion.report(info.frames)
         checkpoint("decode", steps, latents)
         if fusion is not None:  # the decode phase never needs the maps again
-            fusion_report = fusion.report(info.frames)
             fusion.store.close(delete=True)
 
         clock = time.perf_counter()
@@ -436,8 +441,8 @@ def run_edit(
                    "frames_per_s": round(info.frames / max(total_s, 1e-9), 4)},
         "memory": {"peak_rss_bytes": _peak_rss(), "peak_vram_bytes": _peak_vram(backbone.device)},
         "rad": {
-            "enabled": job.rad,
-            "guided_steps": settings.guided_steps if job.rad else 0,
+            "enabled": job.use_rad,
+            "guided_steps": settings.guided_steps if job.use_rad else 0,
             "words": {w.word: list(w.indices) for w in words},
             "attention_in_mask": {w.word: [round(s[j], 6) for s in state["attention"]] for j, w in enumerate(words)},
             "loss": state["losses"],
@@ -445,7 +450,7 @@ def run_edit(
         "irjs": {"enabled": job.irjs, "source_noise": job.source_noise, "background_latent_mae": outside},
         "method": job.method,
         "backbone": backbone.kind,
-        "fatezero": fusion_report if fusion is not None else None,
+        "fatezero": state.get("fatezero"),
         "masks": None if masks is None else {"summary": masks.area_summary()},
         "latent_checksum": latent_checksum(latents.float()),
         "resumed_from": resumed_from,

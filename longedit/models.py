@@ -1,4 +1,9 @@
-"""Load a Stable Diffusion backbone (diffusers folder or hub id, or the built-in `tiny`)."""
+"""Load a backbone (diffusers folder or hub id, or the built-in `tiny`).
+
+The folder has the Stable Diffusion layout; its UNet decides the backbone kind (`sd`, `t2v` for a
+diffusers text-to-video UNet3DConditionModel, `tuneavideo` for a Tune-A-Video checkpoint), detected
+from `unet/config.json` or forced with `backbone=` (see `longedit.backbones`).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ class Backbone:
     name: str
     device: torch.device
     dtype: torch.dtype
+    kind: str = "sd"
 
     @property
     def is_tiny(self) -> bool:
@@ -100,17 +106,21 @@ def load_tokenizer(model: str, local_files_only: bool = False):
         raise _load_error(model, error) from error
 
 
-def _load_components(model: str, local_files_only: bool) -> dict:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+def _load_components(model: str, local_files_only: bool, backbone: str = "auto") -> dict:
+    from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
+
+    from longedit.backbones import load_unet, resolve_backbone_kind
 
     source = _model_source(model)
     kwargs = {"local_files_only": local_files_only}
     try:
+        kind = resolve_backbone_kind(model, source, backbone, local_files_only)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return {
-                "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs),
+                "kind": kind,
+                "unet": load_unet(kind, source, local_files_only),
                 "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs),
                 "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs),
                 "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs),
@@ -121,17 +131,22 @@ def _load_components(model: str, local_files_only: bool) -> dict:
 
 
 def load_backbone(
-    model: str, device: str = "auto", dtype: str = "auto", local_files_only: bool = False
+    model: str, device: str = "auto", dtype: str = "auto", local_files_only: bool = False, backbone: str = "auto"
 ) -> Backbone:
-    """Load `model` (folder, hub id or `tiny`), freeze it and move it to the device/dtype."""
+    """Load `model` (folder, hub id or `tiny`), freeze it and move it to the device/dtype.
+
+    `backbone`: auto (detect from unet/config.json), sd, t2v or tuneavideo (`tiny` is always sd).
+    """
     target = resolve_device(device)
     precision = resolve_dtype(dtype, target)
     if model == TINY:
         from longedit.tiny import build_tiny_components
 
-        components = build_tiny_components()
+        if backbone not in ("auto", "sd"):
+            raise UserError(f"--model tiny is a Stable Diffusion model, not --backbone {backbone}", "use --backbone auto")
+        components = {"kind": "sd", **build_tiny_components()}
     else:
-        components = _load_components(model, local_files_only)
+        components = _load_components(model, local_files_only, backbone)
     from diffusers.utils import logging as diffusers_logging
 
     verbosity = diffusers_logging.get_verbosity()
@@ -159,4 +174,5 @@ def load_backbone(
         name=model,
         device=target,
         dtype=precision,
+        kind=components["kind"],
     )

@@ -66,6 +66,7 @@ def edit(
     track: Annotated[Optional[str], typer.Option(help="'sam2': track each --object box through the video with SAM2.")] = None,
     sam2_model: Annotated[Optional[str], typer.Option(help="SAM2 hub id or folder ('tiny' for a random smoke-test tracker).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Diffusers SD folder or hub id [env LONGEDIT_MODEL, else SD 1.5]; 'tiny' = random built-in model.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="UNet kind: auto (from unet/config.json), sd, t2v (diffusers text-to-video UNet3D) or tuneavideo [auto].")] = None,
     local_files_only: Annotated[Optional[bool], typer.Option("--local-files-only", help="Never reach the hub.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")] = None,
@@ -75,7 +76,7 @@ def edit(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the source noise [0].")] = None,
     size: Annotated[Optional[int], typer.Option(help="Short side of the processing size, rounded to 64 [512].")] = None,
     keep_size: Annotated[Optional[bool], typer.Option("--keep-size", help="Write at the processing size instead of the source size.")] = None,
-    window: Annotated[Optional[int], typer.Option(help="Frames per window (4-16 typical) [16 on CUDA, 8 on CPU].")] = None,
+    window: Annotated[Optional[int], typer.Option(help="Frames per window, 4-32 [planned from --vram or free GPU memory on CUDA; 8 on CPU].")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Frames between window starts [window/2].")] = None,
     vram: Annotated[Optional[str], typer.Option(help="VRAM budget for the window planner, e.g. 24GB.")] = None,
     overlap_weights: Annotated[Optional[str], typer.Option(help="Merge of overlapping windows: uniform or pyramid [uniform].")] = None,
@@ -94,6 +95,12 @@ def edit(
     mask_dilate: Annotated[Optional[int], typer.Option(help="Grow the object regions by N source pixels [0].")] = None,
     box_masks: Annotated[Optional[bool], typer.Option("--box-masks", help="Use each mask's bounding box (the paper's box regions).")] = None,
     min_area: Annotated[Optional[int], typer.Option(help="Drop tracked masks smaller than N pixels [0].")] = None,
+    method: Annotated[Optional[str], typer.Option(help="reatco (RAD + IRJS, regions given) or fatezero (attention fusion, no masks needed) [reatco].")] = None,
+    fuse_attention: Annotated[Optional[bool], typer.Option("--fuse-attention/--no-fuse-attention", help="Add FateZero attention fusion to --method reatco [off].")] = None,
+    cross_replace_steps: Annotated[Optional[float], typer.Option(help="FateZero: fraction of first steps whose cross-attention of unchanged words comes from the source [0.8].")] = None,
+    self_replace_steps: Annotated[Optional[float], typer.Option(help="FateZero: fraction of first steps whose self-attention is blended with the source's [0.5].")] = None,
+    blend_threshold: Annotated[Optional[float], typer.Option(help="FateZero: threshold of the normalised cross-attention mask of the changed words [0.3].")] = None,
+    fuse_resolution: Annotated[Optional[str], typer.Option(help="FateZero: finest fused layers, h32 (frame/32 and coarser) or h16 (5-15x the disk) [h32].")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a JSON report (timing, memory, attention shares, windows).")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps into --work-dir [5].")] = None,
     work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it.")] = None,
@@ -101,6 +108,7 @@ def edit(
 ) -> None:
     """Edit INPUT with text: objects named by words of --prompt go to their regions (RAD), the rest stays (IRJS).
 
+    \b
     Example:
       longedit edit clip.mp4 -o out.mp4 --source-prompt "a man in a car" --prompt "a robot in a car" --object robot=40,10,150,144
     """
