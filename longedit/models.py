@@ -147,6 +147,16 @@ def load_backbone(
         components = {"kind": "sd", **build_tiny_components()}
     else:
         components = _load_components(model, local_files_only, backbone)
+    return frozen_backbone(components, model, target, precision, components["kind"])
+
+
+def frozen_backbone(components: dict, name: str, device: torch.device, dtype: torch.dtype, kind: str = "sd") -> Backbone:
+    """Freeze components (eval, no grad), move them to device/dtype and wrap them as a Backbone.
+
+    The VAE stays fp32 under fp16 (SD's VAE is known to overflow to NaN in fp16 at large sizes);
+    the scheduler becomes DDIM with the model's own noise schedule.
+    """
+    from diffusers import DDIMScheduler
     from diffusers.utils import logging as diffusers_logging
 
     verbosity = diffusers_logging.get_verbosity()
@@ -156,23 +166,19 @@ def load_backbone(
             module = components[key]
             module.requires_grad_(False)
             module.eval()
-            module.to(device=target, dtype=precision)
+            module.to(device=device, dtype=dtype)
+        if dtype == torch.float16:
+            components["vae"].to(torch.float32)
     finally:
         diffusers_logging.set_verbosity(verbosity)
-    # The VAE decodes in fp32 where fp16 overflows (SD's VAE is known to produce NaN in fp16 at large sizes).
-    if precision == torch.float16:
-        components["vae"].to(torch.float32)
-    from diffusers import DDIMScheduler
-
-    scheduler = DDIMScheduler.from_config(components["scheduler"].config)
     return Backbone(
         unet=components["unet"],
         vae=components["vae"],
         text_encoder=components["text_encoder"],
         tokenizer=components["tokenizer"],
-        scheduler=scheduler,
-        name=model,
-        device=target,
-        dtype=precision,
-        kind=components["kind"],
+        scheduler=DDIMScheduler.from_config(components["scheduler"].config),
+        name=name,
+        device=device,
+        dtype=dtype,
+        kind=kind,
     )

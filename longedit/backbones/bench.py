@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from longedit.backbones.adapters import KINDS, T2V, TUNEAVIDEO
-from longedit.models import Backbone
+from longedit.models import Backbone, frozen_backbone
 
 SD15_UNET = dict(
     block_out_channels=(320, 640, 1280, 1280),
@@ -77,15 +77,4 @@ def build_bench_backbone(
         components = _full_components(kind, device, seed)
     else:
         raise ValueError(f"unknown bench size '{size}' (use tiny or full)")
-    for key in ("unet", "vae", "text_encoder"):
-        module = components[key]
-        module.requires_grad_(False)
-        module.eval()
-        module.to(device=device, dtype=dtype)
-    if dtype == torch.float16:  # as load_backbone: the VAE stays fp32 where fp16 overflows
-        components["vae"].to(torch.float32)
-    return Backbone(
-        unet=components["unet"], vae=components["vae"], text_encoder=components["text_encoder"],
-        tokenizer=components["tokenizer"], scheduler=components["scheduler"], name=f"bench-{kind}-{size}",
-        device=device, dtype=dtype, kind=kind,
-    )
+    return frozen_backbone(components, f"bench-{kind}-{size}", device, dtype, kind)

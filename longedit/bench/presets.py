@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from longedit.models import Backbone
+from longedit.models import Backbone, frozen_backbone
 
 SD_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
 SD_UP_BLOCKS = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
@@ -137,15 +137,4 @@ def build_components(preset: BenchPreset, device: torch.device, seed: int = 0) -
 def build_backbone(preset: BenchPreset, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Backbone:
     """A frozen Backbone of random `preset` components on `device`/`dtype` (as load_backbone freezes)."""
     components = build_components(preset, device, seed)
-    for key in ("unet", "vae", "text_encoder"):
-        module = components[key]
-        module.requires_grad_(False)
-        module.eval()
-        module.to(device=device, dtype=dtype)
-    if dtype == torch.float16:  # as load_backbone: the VAE stays fp32 where fp16 overflows
-        components["vae"].to(torch.float32)
-    return Backbone(
-        unet=components["unet"], vae=components["vae"], text_encoder=components["text_encoder"],
-        tokenizer=components["tokenizer"], scheduler=components["scheduler"], name=f"bench-{preset.name}",
-        device=device, dtype=dtype,
-    )
+    return frozen_backbone(components, f"bench-{preset.name}", device, dtype)
