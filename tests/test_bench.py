@@ -17,13 +17,7 @@ from longedit.words import word_tokens
 PROMPT = "a robot on a road"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads oversubscribe and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow
@@ -122,3 +116,16 @@ def test_optimized_guided_pass_keeps_less_for_backward_and_gives_the_same_gradie
     # truncation + checkpointing change what is kept, never the gradient
     assert torch.allclose(grad_opt, grad_plain, atol=1e-6, rtol=1e-5)
     assert torch.allclose(grad_ref, grad_plain, atol=1e-6, rtol=1e-5)
+
+
+def test_bench_backbones_gives_one_row_per_backbone(tmp_path, capsys):
+    from longedit.cli import main
+
+    out = tmp_path / "backbones.json"
+    code = main(["bench", "backbones", "--frames", "4", "--steps", "1", "--size", "64", "--quiet", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["sd", "t2v", "tuneavideo"]
+    for kind, row in rows.items():
+        assert row["backbone"] == kind and row["unet_forwards"] > 0 and row["seconds_per_frame"] > 0
+    assert "tuneavideo" in capsys.readouterr().out

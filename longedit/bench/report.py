@@ -46,11 +46,11 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def modes_table(results: dict[str, dict]) -> str:
+def modes_table(results: dict[str, dict], label: str = "mode") -> str:
     """One row per mode: window, forwards, time per frame, peak memory, guided-pass tensor bytes."""
     any_result = next(iter(results.values()))
     cuda = any_result.get("peak_vram_bytes") is not None
-    header = ["mode", "window", "stride", "windows", "UNet fwd", "s/frame", "cpu s/frame", "peak VRAM" if cuda else "peak RSS"]
+    header = [label, "window", "stride", "windows", "UNet fwd", "s/frame", "cpu s/frame", "peak VRAM" if cuda else "peak RSS"]
     header += [] if cuda else ["loop RSS"]
     header += ["guided-pass peak", "saved for bwd"]
     rows = []

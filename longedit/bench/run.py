@@ -73,6 +73,7 @@ class RunSpec:
     progress: bool = True
     vram: str | None = None
     threads: int | None = None
+    backbone: str = "sd"
 
 
 def mode_settings(mode: str, steps: int) -> LoopSettings:
@@ -149,7 +150,13 @@ def _run_mode(spec: RunSpec) -> dict:
     dtype = resolve_dtype(spec.dtype, device)
     preset = PRESETS[spec.preset]
     torch.manual_seed(spec.seed)
-    backbone = build_backbone(preset, device, dtype, spec.seed)
+    if spec.backbone == "sd":
+        backbone = build_backbone(preset, device, dtype, spec.seed)
+    else:  # the other backbones: their tiny models, or their full architectures for sd15
+        from longedit.backbones import build_bench_backbone
+
+        size = "full" if preset.name == "sd15" else "tiny"
+        backbone = build_bench_backbone(spec.backbone, device, dtype, spec.seed, size=size)
     settings = mode_settings(spec.mode, spec.steps)
     planner = None
     if spec.mode == "reference":
@@ -192,6 +199,7 @@ def _run_mode(spec: RunSpec) -> dict:
     result = {
         "mode": spec.mode,
         "preset": spec.preset,
+        "backbone": spec.backbone,
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),

@@ -188,6 +188,39 @@ def bench(
         _run_modes(spec, picked, not in_process, json_path)
 
 
+@bench_app.command("backbones")
+def backbones(
+    preset: Annotated[PresetName, typer.Option(help="tiny: each backbone's tiny model (CPU); sd15: full architectures (GPU).")] = PresetName.tiny,
+    frames: Annotated[int, typer.Option(min=1, help="Video length in frames.")] = 16,
+    steps: Annotated[int, typer.Option(min=1, help="DDIM steps, inversion and edit each.")] = 2,
+    size: Annotated[int, typer.Option(min=64, help="Frame size in pixels, square, multiple of 64.")] = 128,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Run sd15 on a CPU anyway.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """The optimized loop on each backbone (sd, t2v, tuneavideo): one row per backbone."""
+    from longedit.backbones.adapters import KINDS
+    from longedit.bench import report
+    from longedit.bench.presets import PRESETS
+    from longedit.bench.run import RunSpec, run_mode
+
+    chosen = PRESETS[preset.value]
+    _check_device(chosen, device, force)
+    if size % 64:
+        raise UserError(f"--size {size} is not a multiple of 64", "e.g. 64, 128, 256, 512")
+    results = {}
+    for kind in KINDS:
+        spec = RunSpec(preset=chosen.name, mode="optimized", frames=frames, steps=steps, size=size, device=device,
+                       progress=not quiet, backbone=kind)
+        results[kind] = run_mode(spec)
+    first = next(iter(results.values()))
+    typer.echo(f"optimized loop per backbone, {frames} frames, {steps} steps, {size}x{size}, {first['device']} {first['dtype']}")
+    typer.echo(report.modes_table(results, label="backbone"))
+    _write_json(json_path, {"kind": "backbones", "date": report.timestamp(), "machine": report.machine_info(first["device"]),
+                            "rows": results})
+
+
 @bench_app.command("kernel")
 def kernel(
     shapes: Annotated[KernelShapes, typer.Option(help="sd15: SD 1.5 at 512x512, 16 frames (16x16 and 32x32 levels); tiny: small shapes for a smoke run.")] = KernelShapes.sd15,
