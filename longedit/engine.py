@@ -28,7 +28,7 @@ from longedit.editor import LoopSettings, VideoEditor
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
-from longedit.planner import Probe, WindowPlan, plan_window, probe_window_costs
+from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
 from longedit.video import VideoInfo, VideoWriter, check_output_path, iter_frames, probe, processing_size
 from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
@@ -67,6 +67,8 @@ def prepare(job: EditJob) -> Prepared:
         report_dir = Path(job.report).expanduser().resolve().parent
         if not report_dir.is_dir() or not os.access(report_dir, os.W_OK):
             raise UserError(f"cannot write the report to '{job.report}': folder missing or not writable", "pick another --report path")
+    if job.vram is not None:
+        parse_size(job.vram)  # a bad --vram fails before the model loads
     objects = job.resolved_objects()
     validate_objects(objects, info.width, info.height, info.frames)
     for obj in objects:
@@ -304,11 +306,14 @@ def run_edit(
     def probe_costs(lengths):
         return probe_window_costs(backbone, settings, job.source_prompt, job.prompt, words, grid[1], grid[0], lengths)
 
-    native = adapter_for(backbone.kind).native_window
-    windows, window_plan = choose_windows(job, info.frames, device, probe_costs, native)
     work_dir = Path(work_dir) if work_dir is not None else None
     fingerprint = job_fingerprint(job, info)
     state = load_checkpoint(work_dir, fingerprint)
+    if state is not None and "windows" in state:  # a resumed job keeps its windows, whatever memory is free now
+        windows, window_plan = state["windows"], state["window_plan"]
+    else:
+        native = adapter_for(backbone.kind).native_window
+        windows, window_plan = choose_windows(job, info.frames, device, probe_costs, native)
     timing = {"decode_s": 0.0, "inversion_s": 0.0, "edit_s": 0.0, "encode_s": 0.0}
     if state is not None:
         timing.update(state["timing"])
@@ -318,7 +323,8 @@ def run_edit(
     if state is None:
         source = encode_video(backbone, info, size, progress, stop_event)
         state = {"fingerprint": fingerprint, "phase": "inversion", "step": 0, "source": source, "latents": source.clone(),
-                 "attention": [], "losses": [], "unet_forwards": 0, "timing": timing}
+                 "attention": [], "losses": [], "unet_forwards": 0, "timing": timing,
+                 "windows": windows, "window_plan": window_plan}
         timing["decode_s"] = time.perf_counter() - clock
         if work_dir is not None:  # the whole-video encode is not redone after a crash
             save_checkpoint(work_dir, state)
