@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from longedit.cli import main
@@ -15,13 +14,7 @@ from longedit.config import ObjectSpec
 from longedit.video import probe
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny SAM2 runs hundreds of tiny ops per frame: one thread is much faster on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def leftovers(parent: Path, name: str) -> list[str]:

@@ -45,13 +45,7 @@ from longedit.segmentation.track import reversed_frames
 from longedit.video import iter_frames
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny model runs hundreds of tiny ops per frame: on a busy 2-core box, 2 threads are ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
