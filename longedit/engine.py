@@ -51,16 +51,17 @@ class Prepared:
     info: VideoInfo
     objects: list[ObjectSpec]
     processed_size: tuple[int, int]
+    notices: list[str]
 
 
-def _resolve_paths(job: EditJob) -> None:
+def _check_prompts(job: EditJob) -> None:
     if not job.source_prompt.strip() or not job.prompt.strip():
         raise UserError("the source prompt and the edited prompt must not be empty", "pass --source-prompt and --prompt")
 
 
 def prepare(job: EditJob) -> Prepared:
     """Check input, output and regions against the video; no model is loaded."""
-    _resolve_paths(job)
+    _check_prompts(job)
     info = probe(job.input)
     check_output_path(Path(job.output), Path(job.input))
     if job.report is not None:
@@ -74,9 +75,11 @@ def prepare(job: EditJob) -> Prepared:
     for obj in objects:
         if obj.masks is not None and not Path(obj.masks).is_dir():
             raise UserError(f"mask folder '{obj.masks}' for '{obj.word}' does not exist", "give --masks DIR holding DIR/WORD/000000.png ...")
+    notices = []
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
-        warnings.warn("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
-    return Prepared(info=info, objects=objects, processed_size=processing_size(info.width, info.height, job.size))
+        notices.append("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
+    size = processing_size(info.width, info.height, job.size)
+    return Prepared(info=info, objects=objects, processed_size=size, notices=notices)
 
 
 def resolve_words(tokenizer, job: EditJob, objects: list[ObjectSpec]) -> list[WordTokens]:
@@ -297,7 +300,7 @@ def run_edit(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     backbone = load_backbone(job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
-    warnings_list = [TINY_WARNING] if backbone.is_tiny else []
+    warnings_list = prepared.notices + ([TINY_WARNING] if backbone.is_tiny else [])
     words = resolve_words(backbone.tokenizer, job, prepared.objects)
     size = prepared.processed_size
     grid = (size[0] // backbone.vae_scale, size[1] // backbone.vae_scale)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
@@ -129,9 +128,7 @@ def edit(
 def run_and_summarise(job: EditJob, work_dir: Path | None = None, progress: bool = True) -> dict:
     from longedit.engine import run_edit
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        report = run_edit(job, work_dir=work_dir, progress=progress)
+    report = run_edit(job, work_dir=work_dir, progress=progress)
     print_summary(report)
     if job.report is not None:
         typer.echo(f"report: {job.report}")
