@@ -97,6 +97,16 @@ def test_good_bad_and_corrupt_jobs_each_end_in_the_right_place(tmp_path, clip):
     assert rows["good"]["finished_at"] >= rows["good"]["started_at"]
 
 
+def test_typo_job_fails_at_once_even_when_its_input_is_missing(tmp_path, clip):
+    spool = Spool(tmp_path).create()
+    _add_job(spool.inbox, "typo", clip, companion=False, input="not-copied-yet.mp4", stepz=3)
+
+    outcomes = _watcher(tmp_path).run()
+
+    assert outcomes["failed"] == ["typo"]
+    assert "unknown key 'stepz'" in _error_json(tmp_path, "typo")["message"]
+
+
 def test_two_watchers_in_threads_run_each_of_ten_jobs_once(tmp_path, clip, monkeypatch):
     log = tmp_path / "runs.jsonl"
     monkeypatch.setenv("LONGEDIT_FAKE_LOG", str(log))

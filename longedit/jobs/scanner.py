@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pydantic import ValidationError
+
+from longedit.config import EditJob
 from longedit.errors import UserError
 from longedit.jobs.jobfile import find_companion_video, read_job_mapping
 from longedit.jobs.spool import PARTIAL_SUFFIXES, Spool
@@ -43,6 +46,15 @@ class InboxEntry:
     @property
     def name(self) -> str:
         return self.job_file.stem
+
+
+def _settings_valid(data: dict) -> bool:
+    """Whether the job's keys and values validate, whatever its input/output paths turn out to be."""
+    try:
+        EditJob.model_validate({**data, "input": data.get("input") or "-", "output": data.get("output") or "-"})
+    except ValidationError:
+        return False
+    return True
 
 
 def _signature(path: Path) -> Signature | None:
@@ -154,6 +166,8 @@ class InboxScanner:
             data = read_job_mapping(job_file)
         except UserError:
             return None, InboxEntry(job_file, "ready", "job file is not valid; the worker will fail it"), False
+        if not _settings_valid(data):  # a typo fails now, not after waiting for an input that may never come
+            return None, InboxEntry(job_file, "ready", "job file has invalid keys or values; the worker will fail it"), False
         raw_input = data.get("input")
         if raw_input in (None, ""):
             try:
