@@ -149,3 +149,22 @@ def test_refinement_repeats_updates_at_its_steps(tiny_backbone):
     masks_map = masks.at_map_resolution(0, 2, MAP_SCALE)
     _, losses = editor.rad_update(None, latents, 0, masks_map)
     assert len(losses) >= 2  # the plain update, then at least one refinement check
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_guided_pass_in_half_precision_is_finite_and_lowers_the_loss(dtype):
+    """fp16/bf16 guided pass (loss in fp32, fp16 loss scaling): finite gradient, same descent as fp32."""
+    from longedit.models import load_backbone
+
+    backbone = load_backbone("tiny", device="cpu", dtype=dtype)
+    editor = make_editor(backbone)
+    latents, masks = make_inputs(frames=3)
+    masks_map = masks.at_map_resolution(0, 3, MAP_SCALE)
+    _, own = editor._window(latents, 0, 3)
+    timestep = editor.schedule.timesteps[0]
+    grad, before = editor.rad_gradient(None, own, timestep, masks_map)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    _, after = editor.rad_gradient(None, (own.float() - editor.step_sizes[0] * grad).to(own.dtype), timestep, masks_map)
+    assert after.total < before.total
+    eps, _ = editor.guided_eps(None, own, timestep, masks_map)
+    assert torch.isfinite(eps).all()
