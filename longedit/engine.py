@@ -279,7 +279,7 @@ def choose_windows(
     """
     plan = plan_window(
         frames=frames, device=device, window=job.window, stride=job.stride, vram=job.vram, probe=measure,
-        default_length=native or DEFAULT_WINDOW.get(device.type, 8),
+        default_length=DEFAULT_WINDOW.get(device.type, 8), native_length=native,
     )
     return plan_windows(frames, plan.length, plan.stride), plan
 

@@ -218,32 +218,41 @@ def plan_window(
     probe: Probe | None = None,
     default_length: int = 8,
     probe_lengths: Sequence[int] = PROBE_LENGTHS,
+    native_length: int | None = None,
 ) -> WindowPlan:
     """Pick the window length and stride of a run (see the module docstring for the rules).
 
-    `probe(lengths)` measures the model and is only called when planning happens.
+    `probe(lengths)` measures the model and is only called when planning happens. `native_length`:
+    the clip length a video backbone was trained on (text-to-video: 16); it is the default and the
+    planner's maximum.
     """
+    if native_length is not None:
+        default_length = native_length
     clipped = f" (clipped to the video's {frames} frames)" if frames < (window or 0) else ""
     if window is not None:
         return WindowPlan(window, stride or max(1, window // 2), "--window" + clipped, "--window")
     budget, budget_source = _budget(vram, device)
     if budget is None or probe is None:
-        why = f"default for {device.type} ({budget_source}: no planning, pass --vram to plan)"
+        kind = "the backbone's native length" if native_length is not None else f"default for {device.type}"
+        why = f"{kind} ({budget_source}: no planning, pass --vram to plan)"
         if budget is not None:
-            why = f"default for {device.type} (no model to probe)"
+            why = f"{kind} (no model to probe)"
         if frames < default_length:
             why += f" (clipped to the video's {frames} frames)"
         return WindowPlan(default_length, stride or max(1, default_length // 2), why, "default")
     result = probe(tuple(probe_lengths))
     cost = result.cost_model()
-    length = largest_window(cost, budget, frames)
+    maximum = min(MAX_WINDOW, native_length or MAX_WINDOW)
+    length = largest_window(cost, budget, frames, maximum=maximum)
     predicted = cost.bytes_for(length)
     why = (
         f"largest window that fits {format_bytes(budget)} ({budget_source}, {int(HEADROOM * 100)}% used): "
         f"{format_bytes(cost.fixed_bytes)} fixed + {format_bytes(cost.per_frame_bytes)}/frame measured -> "
         f"{length} frames need {format_bytes(predicted)}"
     )
-    if length == MAX_WINDOW:
+    if length == maximum and native_length is not None:
+        why += f" (capped at the backbone's native {native_length} frames)"
+    elif length == MAX_WINDOW:
         why += f" (the planner's maximum is {MAX_WINDOW})"
     elif length >= frames:
         why += f" (the whole {frames}-frame video in one window)"

@@ -97,6 +97,14 @@ def test_plan_with_a_budget_uses_the_probe_fit():
     assert report["probe"]["lengths"] == [2, 4] and report["per_frame_bytes"] == GB
 
 
+def test_native_length_of_a_video_backbone_is_the_default_and_the_cap():
+    probe = FakeProbe(fixed=2 * GB, per_frame=1 * GB, resident=1 * GB)  # would fit 18 frames in 24GB
+    capped = plan_window(frames=500, device=CPU, vram="24GB", probe=probe, native_length=16)
+    assert capped.length == 16 and "native 16 frames" in capped.reason
+    default = plan_window(frames=500, device=CPU, probe=probe, native_length=16)
+    assert default.length == 16 and "native length" in default.reason
+
+
 def test_window_flag_wins_and_cpu_without_budget_does_not_probe():
     probe = FakeProbe(GB, GB)
     flagged = plan_window(frames=100, device=CPU, window=6, vram="1MB", probe=probe)
