@@ -64,10 +64,8 @@ def wait_for_stop_runner(job, *, work_dir=None, progress=True, stop_event=None) 
 def recording_run_edit(job, **kwargs) -> dict:
     """`longedit.engine.run_edit` that also saves the frames it hands to the video encoder.
 
-    They land in `<output>.frames.npy`. Resume is compared on these (and on the latent checksum):
-    the H.264 encoder itself is not bit-reproducible from run to run on a busy machine (identical
-    input frames gave different bitstreams), so frames decoded from two separately encoded files may
-    differ by a few levels for reasons that have nothing to do with resuming.
+    They land in `<output>.frames.npy`, so a resume test can tell a difference in the engine's
+    frames from one in the encoded file.
     """
     import numpy as np
 
