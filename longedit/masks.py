@@ -28,7 +28,7 @@ def validate_box(box: Box, width: int, height: int, word: str, frame: int = 0) -
     if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
         raise UserError(
             f"{where} lies outside the {width}x{height} frame",
-            f"keep 0 <= x <= {width} and 0 <= y <= {height} (source pixels)",
+            f"keep 0 <= x <= {width} and 0 <= y <= {height}, in source pixels",
         )
 
 
