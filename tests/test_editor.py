@@ -9,6 +9,7 @@ from longedit.masks import ObjectMasks
 from longedit.rad import rad_loss, topk_counts
 from longedit.windows import plan_windows
 from longedit.words import word_tokens
+from rad_helpers import one_rad_step
 
 SOURCE, PROMPT = "a car on a road", "a robot on a road"
 
@@ -57,15 +58,9 @@ def test_empty_mask_frames_give_no_nan_and_no_inner_term():
 def test_rad_update_lowers_the_loss_and_moves_attention_into_the_mask(tiny_backbone):
     editor = make_editor(tiny_backbone)
     latents, masks = make_inputs()
-    masks_map = masks.at_map_resolution(0, latents.shape[0], MAP_SCALE)
-    timestep = editor.schedule.timesteps[0]
-    grad, before = editor.rad_gradient(None, latents, timestep, masks_map)
-    _, share_before = editor.guided_eps(None, latents, timestep, masks_map)
-    moved = latents - editor.step_sizes[0] * grad
-    _, after = editor.rad_gradient(None, moved, timestep, masks_map)
-    _, share_after = editor.guided_eps(None, moved, timestep, masks_map)
-    assert after.total < before.total - 0.05
-    assert share_after[0] / share_after[1] > share_before[0] / share_before[1]
+    step = one_rad_step(editor, latents, masks.at_map_resolution(0, latents.shape[0], MAP_SCALE))
+    assert step.loss_after < step.loss_before - 0.05
+    assert step.share_after > step.share_before
 
 
 def test_guided_pass_variants_give_the_same_gradient(tiny_backbone):
