@@ -143,7 +143,7 @@ class VideoEditor:
             return contextlib.nullcontext()
         return self.fusion.active(mode, step, window, tuple(own.shape[-2:]))
 
-    def _window(self, latents: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def window_inputs(self, latents: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(anchor or None, own frames) of window [start, end) on the device in the model dtype."""
         device, dtype = self.backbone.device, self.backbone.dtype
         own = latents[start:end].to(device=device, dtype=dtype)
@@ -164,7 +164,7 @@ class VideoEditor:
         alpha_from, alpha_to = self.schedule.alpha(current), self.schedule.alpha(target)
         merger = WindowMerger(latents, self.settings.overlap_weights)
         for position, (start, end) in enumerate(windows):
-            anchor, own = self._window(latents, start, end)
+            anchor, own = self.window_inputs(latents, start, end)
             x = self._with_anchor(anchor, own)
             self.context.frames = x.shape[0]
             with self._fusing("store", self.schedule.steps - 1 - index, position, own):
@@ -271,7 +271,7 @@ class VideoEditor:
         stats = StepStats(inside=torch.zeros(len(self.words)), total=torch.zeros(len(self.words)))
         forwards_before = self.unet_forwards
         for position, (start, end) in enumerate(windows):
-            anchor, own = self._window(latents, start, end)
+            anchor, own = self.window_inputs(latents, start, end)
             masks_map = masks.at_map_resolution(start, end, MAP_SCALE) if masks is not None else None
             if guided:
                 own, losses = self.rad_update(anchor, own, index, masks_map)
@@ -300,3 +300,54 @@ class VideoEditor:
     def noised_source(self, source: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
         """V_{t-1} for edit step `index` in `fresh` mode."""
         return add_noise(source.float(), noise, self.schedule.alpha(self.schedule.previous(index)))
+
+
+# ------------------------------------------------------------------------------------ loop drivers
+StepCallback = Callable[[int, torch.Tensor, "StepStats | None"], None]
+
+
+def invert(
+    editor: VideoEditor,
+    latents: torch.Tensor,
+    windows: list[tuple[int, int]],
+    *,
+    start: int = 0,
+    callback: StepCallback | None = None,
+    advance: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Windowed DDIM inversion from step `start` to the noisiest level (a k-diffusion style driver).
+
+    After each step `index` it calls `callback(index, latents, None)`, the latents then being at the
+    level of `timesteps[steps - 1 - index]`; the callback may save them, checkpoint or raise to stop.
+    """
+    for index in range(start, editor.schedule.steps):
+        latents = editor.inversion_step(latents, index, windows, advance=advance)
+        if callback is not None:
+            callback(index, latents, None)
+    return latents
+
+
+def denoise(
+    editor: VideoEditor,
+    latents: torch.Tensor,
+    windows: list[tuple[int, int]],
+    masks: ObjectMasks | None,
+    source: torch.Tensor | None,
+    source_prev: Callable[[int], torch.Tensor] | None = None,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    callback: StepCallback | None = None,
+    advance: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Windowed edit steps `start` .. `stop` (default: to the end) with RAD and IRJS.
+
+    After each step `index` it calls `callback(index, latents, stats)` (diffusers' callback_on_step_end);
+    the callback may record the stats, checkpoint or raise to stop.
+    """
+    stop = editor.schedule.steps if stop is None else stop
+    for index in range(start, stop):
+        latents, stats = editor.edit_step(latents, index, windows, masks, source, source_prev, advance=advance)
+        if callback is not None:
+            callback(index, latents, stats)
+    return latents

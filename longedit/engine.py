@@ -7,13 +7,13 @@ with the same job resumes from the checkpoint with bit-identical results on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import resource
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 
 from longedit.backbones.adapters import adapter_for
 from longedit.config import EditJob, ObjectSpec
-from longedit.editor import LoopSettings, VideoEditor
+from longedit import checkpoint
+from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
+from longedit.editor import LoopSettings, StepStats, VideoEditor, denoise, invert
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
@@ -33,8 +35,6 @@ from longedit.video import VideoInfo, VideoWriter, check_output_path, iter_frame
 from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
 
-CHECKPOINT_NAME = "checkpoint.pt"
-TRAJECTORY_NAME = "inversion-trajectory.f16"
 VAE_CHUNK = 8
 DEFAULT_WINDOW = {"cuda": 16, "cpu": 8}
 TINY_WARNING = "--model tiny is a random model for smoke runs: its output is not a meaningful edit"
@@ -204,45 +204,42 @@ def build_masks(job: EditJob, prepared: Prepared, grid: tuple[int, int], progres
 def job_fingerprint(job: EditJob, info: VideoInfo) -> str:
     """What the result depends on: settings (not output/report paths) and the input file's identity."""
     settings = job.model_dump(mode="json", exclude={"output", "report", "checkpoint_every"})
-    stat = Path(job.input).stat()
-    identity = {"settings": settings, "input_size": stat.st_size, "input_mtime": stat.st_mtime_ns, "frames": info.frames}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return checkpoint.job_fingerprint(settings, Path(job.input), info.frames)
 
 
-def save_checkpoint(work_dir: Path, state: dict) -> None:
-    """Atomic write: temp file in the same folder, fsync, rename."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    temporary = work_dir / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
-    with open(temporary, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, work_dir / CHECKPOINT_NAME)
+class StepKeeper:
+    """Times the phases, checkpoints the run state every `every` steps and honours stop requests."""
 
+    def __init__(self, state: RunState, work_dir: Path | None, stop_event: threading.Event | None, every: int) -> None:
+        self.state = state
+        self.work_dir = work_dir
+        self.stop_event = stop_event
+        self.every = every
+        self.editor: VideoEditor | None = None
+        self.clock = time.perf_counter()
 
-def load_checkpoint(work_dir: Path | None, fingerprint: str) -> dict | None:
-    if work_dir is None or not (work_dir / CHECKPOINT_NAME).is_file():
-        return None
-    try:
-        state = torch.load(work_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
-    except Exception:  # a torn or foreign file: start over rather than fail the job
-        warnings.warn(f"ignoring unreadable checkpoint in {work_dir}")
-        return None
-    return state if state.get("fingerprint") == fingerprint else None
+    def lap(self, phase: str) -> None:
+        """Add the time since the last lap to `phase`'s timing."""
+        now = time.perf_counter()
+        self.state.timing[phase] = self.state.timing.get(phase, 0.0) + now - self.clock
+        self.clock = now
 
+    def save(self, phase: str, step: int, latents: torch.Tensor) -> None:
+        state = self.state
+        state.phase, state.step, state.latents = phase, step, latents
+        if self.editor is not None:
+            state.unet_forwards = self.editor.unet_forwards
+        state.rng = torch.get_rng_state()
+        if self.work_dir is not None:
+            checkpoint.save(self.work_dir, state)
 
-class Trajectory:
-    """DDIM inversion latents of every step on disk (fp16 memmap): IRJS's `inversion` source mode."""
-
-    def __init__(self, path: Path, steps: int, shape: tuple[int, ...], create: bool) -> None:
-        mode = "w+" if create or not path.exists() else "r+"
-        self.array = np.memmap(path, dtype=np.float16, mode=mode, shape=(steps, *shape))
-
-    def put(self, position: int, latents: torch.Tensor) -> None:
-        self.array[position] = latents.to(torch.float16).numpy()
-
-    def get(self, position: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.array[position])).float()
+    def step_done(self, phase: str, step: int, latents: torch.Tensor, every: int | None = None) -> None:
+        """After `step` steps of `phase`: checkpoint when due or stopping; raise JobInterrupted on a stop request."""
+        stopping = self.stop_event is not None and self.stop_event.is_set()
+        if self.work_dir is not None and (stopping or step % (every or self.every) == 0):
+            self.save(phase, step, latents)
+        if stopping:
+            raise JobInterrupted(f"stopped at {phase} step {step}; checkpoint saved in {self.work_dir}")
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -295,140 +292,170 @@ def run_edit(
     """Run one edit job; returns the report (also written to job.report). See module docstring."""
     started = time.perf_counter()
     prepared = prepare(job)
-    info = prepared.info
     device = resolve_device(job.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     backbone = load_backbone(job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
-    warnings_list = prepared.notices + ([TINY_WARNING] if backbone.is_tiny else [])
     words = resolve_words(backbone.tokenizer, job, prepared.objects)
-    size = prepared.processed_size
-    grid = (size[0] // backbone.vae_scale, size[1] // backbone.vae_scale)
     settings = loop_settings(job, device)
-
-    def probe_costs(lengths):
-        return probe_window_costs(backbone, settings, job.source_prompt, job.prompt, words, grid[1], grid[0], lengths)
-
     work_dir = Path(work_dir) if work_dir is not None else None
-    fingerprint = job_fingerprint(job, info)
-    state = load_checkpoint(work_dir, fingerprint)
-    if state is not None and "windows" in state:  # a resumed job keeps its windows, whatever memory is free now
-        windows, window_plan = state["windows"], state["window_plan"]
-    else:
-        native = adapter_for(backbone.kind).native_window
-        windows, window_plan = choose_windows(job, info.frames, device, probe_costs, native)
-    timing = {"decode_s": 0.0, "inversion_s": 0.0, "edit_s": 0.0, "encode_s": 0.0}
-    if state is not None:
-        timing.update(state["timing"])
-    resumed_from = None if state is None else {"phase": state["phase"], "step": state["step"]}
-
-    clock = time.perf_counter()
+    state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
+    resumed_from = None if state is None else {"phase": state.phase, "step": state.step}
     if state is None:
-        source = encode_video(backbone, info, size, progress, stop_event)
-        state = {"fingerprint": fingerprint, "phase": "inversion", "step": 0, "source": source, "latents": source.clone(),
-                 "attention": [], "losses": [], "unet_forwards": 0, "timing": timing,
-                 "windows": windows, "window_plan": window_plan}
-        timing["decode_s"] = time.perf_counter() - clock
-        if work_dir is not None:  # the whole-video encode is not redone after a crash
-            save_checkpoint(work_dir, state)
-    source = state["source"]
-    if state.get("masks") is not None:  # tracking is not redone on resume
-        masks = ObjectMasks(**state["masks"])
-    else:
-        masks = build_masks(job, prepared, grid, progress)
-        state["masks"] = None if masks is None else {"words": masks.words, "latent": masks.latent, "sources": masks.sources}
+        state = start_state(job, prepared, backbone, words, settings, work_dir, progress, stop_event)
+    masks = restore_or_build_masks(job, prepared, backbone, state, progress)
     editor = VideoEditor(
         backbone, settings, job.source_prompt, job.prompt, words,
         inversion_prompt="" if job.inversion_prompt == "empty" else None,
     )
-    editor.unet_forwards = state["unet_forwards"]
-    fusion = None
-    if job.use_fusion and state["phase"] != "decode":
-        from longedit.fatezero import fusion_for_job
-
-        fresh = state["phase"] == "inversion" and state["step"] == 0
-        fusion = fusion_for_job(job, editor, windows, grid, work_dir, fresh)
-    steps = editor.schedule.steps
-    trajectory = None
-    if job.irjs and job.source_noise == "inversion":
-        folder = work_dir if work_dir is not None else Path(job.output).resolve().parent
-        path = folder / (TRAJECTORY_NAME if work_dir is not None else f".{Path(job.output).name}.{os.getpid()}.trajectory")
-        folder.mkdir(parents=True, exist_ok=True)
-        # position p holds the inverted latents at the level of timesteps[p]
-        trajectory = Trajectory(path, steps, tuple(source.shape), create=state["phase"] == "inversion" and state["step"] == 0)
-
-    def checkpoint(phase: str, step: int, latents: torch.Tensor) -> None:
-        state.update(phase=phase, step=step, latents=latents, unet_forwards=editor.unet_forwards, timing=timing,
-                     rng=torch.get_rng_state())
-        if work_dir is not None:
-            save_checkpoint(work_dir, state)
-
-    def maybe_stop(phase: str, step: int, latents: torch.Tensor, every: int) -> None:
-        stopping = stop_event is not None and stop_event.is_set()
-        if work_dir is not None and (stopping or step % every == 0):
-            checkpoint(phase, step, latents)
-        if stopping:
-            raise JobInterrupted(f"stopped at {phase} step {step}; checkpoint saved in {work_dir}")
-
-    try:
-        latents = state["latents"]
-        if state["phase"] == "inversion":
-            clock = time.perf_counter()
-            bar = tqdm(total=steps * len(windows), initial=state["step"] * len(windows), desc="inversion", unit="window", disable=not progress)
-            for index in range(state["step"], steps):
-                latents = editor.inversion_step(latents, index, windows, advance=lambda: bar.update(1))
-                if trajectory is not None:
-                    trajectory.put(steps - 1 - index, latents)
-                timing["inversion_s"] += time.perf_counter() - clock
-                clock = time.perf_counter()
-                if index + 1 < steps:
-                    maybe_stop("inversion", index + 1, latents, job.checkpoint_every)
-            bar.close()
-            state["phase"], state["step"] = "edit", 0
-            maybe_stop("edit", 0, latents, every=1)  # always checkpoint the finished inversion
-
-        noise = editor.fresh_source_noise(source.shape) if job.source_noise == "fresh" else None
-
-        def source_prev(index: int) -> torch.Tensor:
-            if trajectory is not None:
-                return trajectory.get(index + 1)
-            return editor.noised_source(source, noise, index)
-
-        clock = time.perf_counter()
-        bar = tqdm(total=steps * len(windows), initial=state["step"] * len(windows), desc="edit", unit="window", disable=not progress)
-        for index in range(state["step"], steps):
-            latents, stats = editor.edit_step(latents, index, windows, masks, source, source_prev, advance=lambda: bar.update(1))
-            state["attention"].append(stats.share())
-            state["losses"].append(float(np.mean(stats.losses)) if stats.losses else None)
-            if stats.losses:
-                bar.set_postfix(loss=f"{state['losses'][-1]:.3f}")
-            timing["edit_s"] += time.perf_counter() - clock
-            clock = time.perf_counter()
-            if index + 1 < steps:
-                maybe_stop("edit", index + 1, latents, job.checkpoint_every)
-        bar.close()
+    editor.unet_forwards = state.unet_forwards
+    keeper = StepKeeper(state, work_dir, stop_event, job.checkpoint_every)
+    keeper.editor = editor
+    with loop_resources(job, editor, state, work_dir) as (fusion, trajectory):
+        latents = run_inversion(editor, state, keeper, trajectory, progress)
+        latents = run_denoise(editor, state, keeper, masks, trajectory, job.source_noise, progress)
         if fusion is not None:
-            state["fatezero"] = fusion.report(info.frames)
-        checkpoint("decode", steps, latents)
+            state.fatezero = fusion.report(prepared.info.frames)
+        keeper.save("decode", editor.schedule.steps, latents)
         if fusion is not None:  # the decode phase never needs the maps again
             fusion.store.close(delete=True)
+        keeper.clock = time.perf_counter()
+        write_video(backbone, latents, prepared.info, job, prepared.processed_size, progress)
+        keeper.lap("encode_s")
+    report = build_report(job, prepared, backbone, editor, state, masks, words, latents, resumed_from, started)
+    if job.report is not None:
+        write_json_atomic(Path(job.report), report)
+    return report
 
-        clock = time.perf_counter()
-        write_video(backbone, latents, info, job, size, progress)
-        timing["encode_s"] = time.perf_counter() - clock
+
+def start_state(job, prepared, backbone, words, settings, work_dir, progress, stop_event) -> RunState:
+    """A new run: plan the windows, encode the source (checkpointed: the encode is not redone after a crash)."""
+    grid = latent_grid(prepared, backbone)
+
+    def probe_costs(lengths):
+        return probe_window_costs(backbone, settings, job.source_prompt, job.prompt, words, grid[1], grid[0], lengths)
+
+    native = adapter_for(backbone.kind).native_window
+    windows, window_plan = choose_windows(job, prepared.info.frames, backbone.device, probe_costs, native)
+    clock = time.perf_counter()
+    source = encode_video(backbone, prepared.info, prepared.processed_size, progress, stop_event)
+    timing = {"decode_s": time.perf_counter() - clock, "inversion_s": 0.0, "edit_s": 0.0, "encode_s": 0.0}
+    state = RunState(
+        fingerprint=job_fingerprint(job, prepared.info), source=source, latents=source.clone(),
+        windows=windows, window_plan=window_plan, timing=timing,
+    )
+    if work_dir is not None:
+        checkpoint.save(work_dir, state)
+    return state
+
+
+def latent_grid(prepared: Prepared, backbone: Backbone) -> tuple[int, int]:
+    """(width, height) of the latents."""
+    size = prepared.processed_size
+    return size[0] // backbone.vae_scale, size[1] // backbone.vae_scale
+
+
+def restore_or_build_masks(job: EditJob, prepared: Prepared, backbone: Backbone, state: RunState, progress: bool):
+    """The run's object masks: from the checkpoint (tracking is not redone on resume) or built now."""
+    if state.masks is not None:
+        return ObjectMasks(**state.masks)
+    masks = build_masks(job, prepared, latent_grid(prepared, backbone), progress)
+    state.masks = None if masks is None else {"words": masks.words, "latent": masks.latent, "sources": masks.sources}
+    return masks
+
+
+@contextlib.contextmanager
+def loop_resources(job: EditJob, editor: VideoEditor, state: RunState, work_dir: Path | None):
+    """(FateZero fusion or None, inversion trajectory or None) for the loop; files without a work dir are removed."""
+    fresh = state.phase == "inversion" and state.step == 0
+    fusion = trajectory = None
+    try:
+        if job.use_fusion and state.phase != "decode":
+            from longedit.fatezero import fusion_for_job
+
+            grid = (state.source.shape[-1], state.source.shape[-2])
+            fusion = fusion_for_job(job, editor, state.windows, grid, work_dir, fresh)
+        if job.irjs and job.source_noise == "inversion":
+            folder = work_dir if work_dir is not None else Path(job.output).resolve().parent
+            name = TRAJECTORY_NAME if work_dir is not None else f".{Path(job.output).name}.{os.getpid()}.trajectory"
+            folder.mkdir(parents=True, exist_ok=True)
+            trajectory = Trajectory(folder / name, editor.schedule.steps, tuple(state.source.shape), create=fresh)
+        yield fusion, trajectory
     finally:
         if trajectory is not None and work_dir is None:
-            Path(trajectory.array.filename).unlink(missing_ok=True)
+            trajectory.path.unlink(missing_ok=True)
         if fusion is not None and work_dir is None:
             fusion.store.close(delete=True)
 
+
+def run_inversion(editor: VideoEditor, state: RunState, keeper: StepKeeper, trajectory, progress: bool) -> torch.Tensor:
+    """The windowed DDIM inversion from where the state is (nothing when it is past it)."""
+    if state.phase != "inversion":
+        return state.latents
+    steps, windows = editor.schedule.steps, state.windows
+    bar = tqdm(total=steps * len(windows), initial=state.step * len(windows), desc="inversion", unit="window", disable=not progress)
+    keeper.clock = time.perf_counter()
+
+    def after_step(index: int, latents: torch.Tensor, _stats) -> None:
+        if trajectory is not None:
+            trajectory.put(steps - 1 - index, latents)
+        keeper.lap("inversion_s")
+        if index + 1 < steps:
+            keeper.step_done("inversion", index + 1, latents)
+
+    latents = invert(editor, state.latents, windows, start=state.step, callback=after_step, advance=lambda: bar.update(1))
+    bar.close()
+    state.phase, state.step, state.latents = "edit", 0, latents
+    keeper.step_done("edit", 0, latents, every=1)  # always checkpoint the finished inversion
+    return latents
+
+
+def run_denoise(
+    editor: VideoEditor, state: RunState, keeper: StepKeeper, masks, trajectory, source_noise: str, progress: bool
+) -> torch.Tensor:
+    """The windowed edit loop (RAD + IRJS) from where the state is; records the per-step stats in the state."""
+    if state.phase != "edit":
+        return state.latents
+    steps, windows, source = editor.schedule.steps, state.windows, state.source
+    noise = editor.fresh_source_noise(source.shape) if source_noise == "fresh" else None
+
+    def source_prev(index: int) -> torch.Tensor:
+        if trajectory is not None:
+            return trajectory.get(index + 1)
+        return editor.noised_source(source, noise, index)
+
+    bar = tqdm(total=steps * len(windows), initial=state.step * len(windows), desc="edit", unit="window", disable=not progress)
+    keeper.clock = time.perf_counter()
+
+    def after_step(index: int, latents: torch.Tensor, stats: StepStats) -> None:
+        state.attention.append(stats.share())
+        state.losses.append(float(np.mean(stats.losses)) if stats.losses else None)
+        if stats.losses:
+            bar.set_postfix(loss=f"{state.losses[-1]:.3f}")
+        keeper.lap("edit_s")
+        if index + 1 < steps:
+            keeper.step_done("edit", index + 1, latents)
+
+    latents = denoise(
+        editor, state.latents, windows, masks, source, source_prev,
+        start=state.step, callback=after_step, advance=lambda: bar.update(1),
+    )
+    bar.close()
+    return latents
+
+
+def build_report(job, prepared, backbone, editor, state: RunState, masks, words, latents, resumed_from, started) -> dict:
+    """report.json: what was run, how long it took, what RAD and IRJS measured."""
+    info, size, windows, source = prepared.info, prepared.processed_size, state.windows, state.source
     outside = None
     if masks is not None:
         keep = 1 - masks.union()
         if float(keep.sum()) > 0:
             outside = float(((latents.float() - source.float()).abs() * keep).sum() / (keep.sum() * latents.shape[1]))
     total_s = time.perf_counter() - started
-    report = {
+    settings = editor.settings
+    warnings_list = prepared.notices + ([TINY_WARNING] if backbone.is_tiny else [])
+    return {
         "input": str(job.input),
         "output": str(job.output),
         "frames": info.frames,
@@ -440,34 +467,31 @@ def run_edit(
         "output_size": list(size if job.keep_size else (info.width, info.height)),
         "audio": info.has_audio,
         "windows": [list(w) for w in windows],
-        "window": {"length": windows[0][1] - windows[0][0], "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None, "reason": window_plan.reason, "planner": window_plan.to_report()},
+        "window": {"length": windows[0][1] - windows[0][0], "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None, "reason": state.window_plan.reason, "planner": state.window_plan.to_report()},
         "device": str(backbone.device),
         "dtype": str(backbone.dtype).replace("torch.", ""),
         "model": job.model,
-        "steps": steps,
+        "steps": editor.schedule.steps,
         "unet_forwards": editor.unet_forwards,
-        "timing": {**{k: round(v, 3) for k, v in timing.items()}, "total_s": round(total_s, 3),
+        "timing": {**{k: round(v, 3) for k, v in state.timing.items()}, "total_s": round(total_s, 3),
                    "frames_per_s": round(info.frames / max(total_s, 1e-9), 4)},
         "memory": {"peak_rss_bytes": _peak_rss(), "peak_vram_bytes": _peak_vram(backbone.device)},
         "rad": {
             "enabled": job.use_rad,
             "guided_steps": settings.guided_steps if job.use_rad else 0,
             "words": {w.word: list(w.indices) for w in words},
-            "attention_in_mask": {w.word: [round(s[j], 6) for s in state["attention"]] for j, w in enumerate(words)},
-            "loss": state["losses"],
+            "attention_in_mask": {w.word: [round(s[j], 6) for s in state.attention] for j, w in enumerate(words)},
+            "loss": state.losses,
         },
         "irjs": {"enabled": job.irjs, "source_noise": job.source_noise, "background_latent_mae": outside},
         "method": job.method,
         "backbone": backbone.kind,
-        "fatezero": state.get("fatezero"),
+        "fatezero": state.fatezero,
         "masks": None if masks is None else {"summary": masks.area_summary()},
         "latent_checksum": latent_checksum(latents.float()),
         "resumed_from": resumed_from,
         "warnings": warnings_list,
     }
-    if job.report is not None:
-        write_json_atomic(Path(job.report), report)
-    return report
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

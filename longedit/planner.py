@@ -276,18 +276,20 @@ def probe_window_costs(
     """Measure one window's peak memory at each of `lengths` on the real model and loop settings.
 
     Per length: a window of L frames after the first (so it carries the anchor frame where the
-    backbone uses one), random latents, a centred box mask;
-    RAD's guided update (`VideoEditor.rad_update`, when there are words) then the CFG forward
-    (`VideoEditor.guided_eps`), the two passes of an edit step. `height`/`width` are latent sizes.
+    backbone uses one), random latents, a centred box mask, and one step of the editor's own loop
+    (`longedit.editor.denoise`): RAD's guided update (when there are words) then the CFG forward, the
+    two passes of an edit step. `height`/`width` are latent sizes.
     """
     from longedit.bench.memory import DevicePeak, module_bytes
-    from longedit.editor import MAP_SCALE, VideoEditor
+    from longedit.editor import VideoEditor, denoise
     from longedit.masks import ObjectMasks
     from longedit.words import WordTokens, word_tokens
 
     tokens = [w if isinstance(w, WordTokens) else word_tokens(backbone.tokenizer, prompt, w) for w in words]
-    # Refinement repeats the same pass (same memory): one pass per length is enough.
-    editor = VideoEditor(backbone, replace(settings, refine=False), source_prompt, prompt, tokens)
+    # One edit step (RAD where there are words, then the CFG forward); refinement repeats the same pass
+    # (same memory), IRJS only pastes: neither changes the peak.
+    probe_settings = replace(settings, refine=False, irjs=False, guided_steps=max(1, settings.guided_steps))
+    editor = VideoEditor(backbone, probe_settings, source_prompt, prompt, tokens)
     device = backbone.device
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
@@ -297,20 +299,18 @@ def probe_window_costs(
         box = torch.zeros(length + 1, max(1, len(tokens)), height, width, dtype=torch.bool)
         box[:, :, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = True
         masks = ObjectMasks([w.word for w in tokens] or ["none"], box, ["box"] * box.shape[1])
-        anchor, own = editor._window(latents, 1, length + 1)  # the anchor as the backbone uses it
-        masks_map = masks.at_map_resolution(1, length + 1, MAP_SCALE)
         try:
+            # The measured window starts after frame 0, so it carries the anchor where one is used; the
+            # 1-frame window before it only covers frame 0 (its passes are smaller, never the peak).
             with DevicePeak(device) as meter:
-                if tokens and settings.rad:
-                    own, _ = editor.rad_update(anchor, own, 0, masks_map)
-                editor.guided_eps(anchor, own, editor.schedule.timesteps[0], masks_map)
+                denoise(editor, latents, [(0, 1), (1, length + 1)], masks, None, start=0, stop=1)
         except torch.cuda.OutOfMemoryError as error:
             raise UserError(
                 f"out of GPU memory while probing a {length}-frame window: the model does not fit this device",
                 "use a smaller --size, --dtype fp16, or a GPU with more memory",
             ) from error
         peaks.append(meter.peak)
-        del anchor, own
+        del latents
     if device.type == "cuda":
         torch.cuda.empty_cache()
     resident = 0 if device.type == "cuda" else module_bytes(backbone.unet, backbone.text_encoder, backbone.vae)

@@ -155,7 +155,7 @@ def test_guided_pass_in_half_precision_is_finite_and_lowers_the_loss(dtype):
     editor = make_editor(backbone)
     latents, masks = make_inputs(frames=3)
     masks_map = masks.at_map_resolution(0, 3, MAP_SCALE)
-    _, own = editor._window(latents, 0, 3)
+    _, own = editor.window_inputs(latents, 0, 3)
     timestep = editor.schedule.timesteps[0]
     grad, before = editor.rad_gradient(None, own, timestep, masks_map)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -9,8 +9,8 @@ Modes (same model, prompts, latents, masks and steps; only the loop settings dif
 * `reference`: the official ReAtCo settings: 4-frame windows with stride 1, RAD at every step,
   the full UNet forward on the gradient path, no checkpointing, eager full attention maps.
 
-Both run `VideoEditor.inversion_step` then `VideoEditor.edit_step` over `plan_windows` windows
-(the engine's own code), on random source latents with a moving box mask, RAD and IRJS on,
+Both run the engine's own loop drivers (`longedit.editor.invert` then `denoise`) over
+`plan_windows` windows, on random source latents with a moving box mask, RAD and IRJS on,
 refinement off. Time covers inversion + edit; the VAE and video I/O are not part of it.
 `seconds_per_frame` is wall time; `cpu_seconds_per_frame` is this process's CPU time (all its
 threads), which other processes on a shared machine disturb much less (with `--threads 1` it is
@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from longedit.bench.memory import TensorMemoryTracker, current_rss_bytes, peak_rss_bytes, saved_tensor_bytes
 from longedit.bench.presets import PRESETS, BenchPreset, build_backbone
 from longedit.config import ObjectSpec
-from longedit.editor import MAP_SCALE, LoopSettings, VideoEditor
+from longedit.editor import MAP_SCALE, LoopSettings, VideoEditor, denoise, invert
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks, build_object_masks
 from longedit.models import resolve_device, resolve_dtype
@@ -126,7 +126,7 @@ def _guided_pass_bytes(editor: VideoEditor, latents: torch.Tensor, masks: Object
     for backward (`saved_tensors_hooks`, resident weights not counted).
     """
     start, end = windows[1] if len(windows) > 1 else windows[0]
-    anchor, own = editor._window(latents, start, end)
+    anchor, own = editor.window_inputs(latents, start, end)
     masks_map = masks.at_map_resolution(start, end, MAP_SCALE)
     timestep = editor.schedule.timesteps[0]
     with saved_tensor_bytes(editor.backbone.unet) as saved, TensorMemoryTracker() as tracker:
@@ -178,18 +178,15 @@ def _run_mode(spec: RunSpec) -> dict:
     bar = tqdm(total=2 * spec.steps * len(windows), desc=f"{spec.preset}/{spec.mode}", unit="window", disable=not spec.progress)
     cpu_clock = time.process_time()
     clock = time.perf_counter()
-    latents = source.clone()
-    for index in range(spec.steps):
-        latents = editor.inversion_step(latents, index, windows, advance=lambda: bar.update(1))
+    latents = invert(editor, source.clone(), windows, advance=lambda: bar.update(1))
     _sync(device)
     inversion_s = time.perf_counter() - clock
     inversion_forwards = editor.unet_forwards
     clock = time.perf_counter()
-    for index in range(spec.steps):
-        latents, _ = editor.edit_step(
-            latents, index, windows, masks, source, lambda i: editor.noised_source(source, noise, i),
-            advance=lambda: bar.update(1),
-        )
+    latents = denoise(
+        editor, latents, windows, masks, source, lambda i: editor.noised_source(source, noise, i),
+        advance=lambda: bar.update(1),
+    )
     _sync(device)
     edit_s = time.perf_counter() - clock
     cpu_s = time.process_time() - cpu_clock

@@ -4,8 +4,8 @@ The heartbeat copies this into the ledger, so `longedit status` shows `step/tota
 without a channel between the engine and the watcher: it also works for Ray tasks on other machines,
 as long as the work folder is on shared storage.
 
-The engine's checkpoint (`checkpoint.pt`) records its phase (`inversion`, `edit`, `decode`) and step;
-it is opened memory-mapped, so only the small pickled header is read, not the latents. Progress counts
+The engine's checkpoint (`longedit.checkpoint`) records its phase (`inversion`, `edit`, `decode`) and step;
+`read_progress` opens it memory-mapped, so only the small pickled header is read, not the latents. Progress counts
 both denoising loops: inversion steps, then edit steps, out of 2 x steps. `total` is only known from
 the job, so the caller passes the number of steps.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHECKPOINT_NAME = "checkpoint.pt"  # longedit.engine.CHECKPOINT_NAME (not imported: that pulls in the model stack)
 _PHASE_OFFSET = {"inversion": 0, "edit": 1, "decode": 2}
 
 
@@ -29,6 +28,8 @@ class CheckpointProgress:
 
     def read(self) -> tuple[int, int] | None:
         """(step, total) of the newest checkpoint, None when there is none (or it cannot be read)."""
+        from longedit.checkpoint import CHECKPOINT_NAME, read_progress  # torch: imported only when needed
+
         path = self.work_dir / CHECKPOINT_NAME
         try:
             stat = path.stat()
@@ -38,15 +39,10 @@ class CheckpointProgress:
         if key == self._seen:
             return self._value
         self._seen = key
-        try:
-            import torch
-
-            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-            phase, step = state["phase"], int(state["step"])
-        except Exception:  # replaced while reading, or not a checkpoint: keep the last value
+        progress = read_progress(self.work_dir)
+        if progress is None:  # replaced while reading, or not a checkpoint: keep the last value
             return self._value
-        if phase not in _PHASE_OFFSET:
-            return self._value
+        phase, step = progress
         total = 2 * self.steps
         self._value = (min(total, _PHASE_OFFSET[phase] * self.steps + step), total)
         return self._value

@@ -1,0 +1,69 @@
+"""The typed run state: atomic save, load by fingerprint, progress read from the header only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from longedit import checkpoint
+from longedit.checkpoint import CHECKPOINT_NAME, RunState, Trajectory
+
+
+def _state(fingerprint: str = "abc") -> RunState:
+    source = torch.randn(3, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    return RunState(fingerprint=fingerprint, source=source, latents=source * 2, windows=[(0, 3)], window_plan=None)
+
+
+def test_save_then_load_round_trips_every_field(tmp_path: Path) -> None:
+    state = _state()
+    state.phase, state.step, state.losses, state.refinements = "edit", 7, [0.5, None], [3, 0]
+    checkpoint.save(tmp_path, state)
+    loaded = checkpoint.load(tmp_path, "abc")
+    assert loaded is not None
+    for name, value in state.as_dict().items():
+        got = getattr(loaded, name)
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(got, value), name
+        else:
+            assert got == value, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]  # no temp file left
+
+
+def test_another_jobs_or_a_torn_checkpoint_is_not_loaded(tmp_path: Path) -> None:
+    checkpoint.save(tmp_path, _state("abc"))
+    assert checkpoint.load(tmp_path, "other") is None
+    assert checkpoint.load(None, "abc") is None
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"torn")
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        assert checkpoint.load(tmp_path, "abc") is None
+
+
+def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:
+    checkpoint.save(tmp_path, _state())
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(OSError):
+        checkpoint.save(tmp_path, _state())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
+    assert checkpoint.load(tmp_path, "abc") is not None
+
+
+def test_read_progress_gives_phase_and_step(tmp_path: Path) -> None:
+    assert checkpoint.read_progress(tmp_path) is None
+    state = _state()
+    state.phase, state.step = "edit", 4
+    checkpoint.save(tmp_path, state)
+    assert checkpoint.read_progress(tmp_path) == ("edit", 4)
+
+
+def test_trajectory_reopens_what_was_written(tmp_path: Path) -> None:
+    path = tmp_path / "t.f16"
+    latents = torch.randn(3, 4, 2, 2)
+    Trajectory(path, 5, tuple(latents.shape), create=True).put(2, latents)
+    again = Trajectory(path, 5, tuple(latents.shape), create=False)
+    assert torch.equal(again.get(2), latents.half().float())
