@@ -4,8 +4,10 @@ Nothing of the UNet is forked: we swap processors with `set_attn_processor`, the
 
 * `CrossFrameAttnProcessor` on every `attn1`: each frame's queries attend to the keys/values of the
   window's anchor frame (its first frame) and of the previous frame ("sparse-causal" attention of
-  Tune-A-Video / FateZero). The engine prepends the video's first frame to every window, so all
-  windows share one anchor.
+  Tune-A-Video / FateZero); the anchor itself attends to [anchor, anchor]. With `--anchor video` the
+  editor prepends the video's first frame to windows that start later (`prepended_anchor`): the
+  window's first own frame then attends to [anchor, itself], never [anchor, anchor] (that would
+  rebuild it from frame 0's content: flicker at every window start).
 * `CaptureCrossAttnProcessor` on every `attn2`: ordinary text cross-attention, and, at the layers the
   RAD loss uses (spatial size H/32), the head-averaged attention probabilities of a few token columns,
   computed by the fused op of `longedit.kernels.word_attention` (never the full heads x queries x 77
@@ -43,6 +45,7 @@ class AttentionContext:
     """Mutable state shared by the processors of one UNet (one per engine, never global).
 
     frames: frames per video in the current batch (the batch is videos x frames).
+    prepended_anchor: the first frame of each video is a prepended anchor, not one of the window's own.
     capture: whether the capture layers record maps in this forward.
     columns: text-token columns to record, shape [C].
     capture_rows: which videos of the batch to record (the conditional half under CFG).
@@ -52,6 +55,7 @@ class AttentionContext:
     """
 
     frames: int = 1
+    prepended_anchor: bool = False
     capture: bool = False
     columns: torch.Tensor | None = None
     capture_rows: slice = field(default_factory=lambda: slice(None))
@@ -114,14 +118,26 @@ def _run_attention(attn, hidden_states, context_states, temb, attend):
     return out / attn.rescale_output_factor
 
 
-def sparse_causal_kv(tensor: torch.Tensor, frames: int) -> torch.Tensor:
+def sparse_causal_frames(frames: int, prepended_anchor: bool = False) -> torch.Tensor:
+    """For each frame of a video, the frame whose keys join the anchor's: its previous frame (Tune-A-Video).
+
+    Frame 0 (the anchor) takes itself. After a prepended anchor, the window's first own frame (1) takes
+    itself too: its real previous frame is not in the window, and the anchor twice would copy frame 0.
+    """
+    previous = (torch.arange(frames) - 1).clamp(min=0)
+    if prepended_anchor and frames > 1:
+        previous[1] = 1
+    return previous
+
+
+def sparse_causal_kv(tensor: torch.Tensor, frames: int, prepended_anchor: bool = False) -> torch.Tensor:
     """[B*F, heads, N, d] -> [B*F, heads, 2N, d]: each frame sees the anchor (frame 0) and its previous frame."""
     total, heads, tokens, dim = tensor.shape
     if frames <= 1 or total % frames:
         return tensor
     videos = total // frames
     tensor = tensor.view(videos, frames, heads, tokens, dim)
-    previous = (torch.arange(frames, device=tensor.device) - 1).clamp(min=0)
+    previous = sparse_causal_frames(frames, prepended_anchor).to(tensor.device)
     anchor = tensor[:, :1].expand(-1, frames, -1, -1, -1)
     joined = torch.cat([anchor, tensor[:, previous]], dim=3)
     return joined.reshape(total, heads, 2 * tokens, dim)
@@ -148,10 +164,11 @@ class CrossFrameAttnProcessor:
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **_):
         frames = self.context.frames if self.sparse_causal else 1
+        prepended = self.context.prepended_anchor
 
         def attend(query, key, value):
-            key = sparse_causal_kv(key, frames)
-            value = sparse_causal_kv(value, frames)
+            key = sparse_causal_kv(key, frames, prepended)
+            value = sparse_causal_kv(value, frames, prepended)
             out = _fused(self.context, self.name, "self", query, key, value, attn.scale)
             return F.scaled_dot_product_attention(query, key, value) if out is None else out
 

@@ -18,6 +18,8 @@ from longedit.errors import UserError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SAM2_MODEL = "facebook/sam2.1-hiera-tiny"
+REATCO_GUIDANCE = 12.5  # official ReAtCo editing scripts
+FATEZERO_GUIDANCE = 7.5  # official FateZero configs
 
 Box = tuple[float, float, float, float]
 
@@ -132,9 +134,9 @@ class EditJob(BaseModel):
     device: str = "auto"
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
 
-    preset: Literal["paper", "fast"] = "fast"
+    preset: Literal["paper", "fast"] = "paper"
     steps: int = Field(50, ge=1, le=1000)
-    guidance: float = Field(12.5, ge=0)
+    guidance: float | None = Field(None, ge=0)
     seed: int = 0
     size: int = Field(512, ge=64)
     keep_size: bool = False
@@ -151,12 +153,13 @@ class EditJob(BaseModel):
     refine: bool | None = None
     topk_ratio: float = Field(0.2, gt=0, le=1)
     token_mode: Literal["all", "last"] = "all"
-    attention_norm: Literal["softmax", "raw"] = "softmax"
+    attention_norm: Literal["official", "prompt", "raw"] = "official"
     smoothing: bool = True
 
     irjs: bool = True
-    source_noise: Literal["fresh", "inversion"] = "fresh"
-    inversion_prompt: Literal["source", "empty"] = "source"
+    source_noise: Literal["fresh", "fixed", "inversion"] = "fresh"
+    inversion_prompt: Literal["auto", "source", "empty"] = "auto"
+    anchor: Literal["window", "video"] = "window"
     mask_dilate: int = Field(0, ge=0)
     box_masks: bool = False
     min_area: int = Field(0, ge=0)
@@ -182,9 +185,24 @@ class EditJob(BaseModel):
 
     @model_validator(mode="after")
     def _fusion_needs_source_inversion(self) -> "EditJob":
-        if self.use_fusion and self.inversion_prompt != "source":
+        if self.use_fusion and self.inversion_prompt == "empty":
             raise ValueError("attention fusion (fatezero) stores the source prompt's maps: use inversion_prompt source")
         return self
+
+    @property
+    def effective_guidance(self) -> float:
+        """Classifier-free guidance: as given, else the official default of the method (ReAtCo 12.5, FateZero 7.5)."""
+        if self.guidance is not None:
+            return self.guidance
+        return FATEZERO_GUIDANCE if self.method == "fatezero" else REATCO_GUIDANCE
+
+    @property
+    def effective_inversion_prompt(self) -> str:
+        """The DDIM inversion's prompt: `auto` is empty (ReAtCo, Tune-A-Video, Gen-L-Video), or the source
+        prompt where attention fusion needs the source prompt's maps (FateZero)."""
+        if self.inversion_prompt == "auto":
+            return "source" if self.use_fusion else "empty"
+        return self.inversion_prompt
 
     @property
     def use_fusion(self) -> bool:
@@ -198,7 +216,7 @@ class EditJob(BaseModel):
 
     @property
     def use_refinement(self) -> bool:
-        """Attend-and-Excite style refinement: on in the `paper` preset unless set explicitly."""
+        """Attend-and-Excite style refinement: on in the `paper` preset (the default, as the official code) unless set."""
         return self.refine if self.refine is not None else self.preset == "paper"
 
     @property

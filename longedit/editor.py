@@ -1,23 +1,29 @@
 """The windowed ReAtCo loop: DDIM inversion and editing steps with RAD and IRJS over overlapping windows.
 
 The whole video's latents stay on the host; each window's latents go to the device for its passes.
-Every window gets the video's first frame prepended (unless it starts there) as the shared anchor of
-cross-frame attention; the anchor's outputs are discarded. Per step:
+Per edit step, as the official ReAtCo code (github mdswyz/ReAtCo, `pipeline_split_gen.py`):
 
-    for each window w:  RAD (guided cond-only forward, top-k loss, x_t -= a_t * grad)
+    for each window w:  RAD: guided cond-only forward, top-k loss, x_t -= a_t * grad
+                             (+ refinement on max_j L_IR at its steps)
+                        IRJS: x_t = x_t * M + V_t * (1 - M)   (the CFG forward sees the true background)
                         CFG forward (no grad) -> DDIM step -> x_{t-1}[w]
     merge windows (weighted average of overlapping frames)
-    IRJS: x_{t-1} = x_{t-1} * M + V_{t-1} * (1 - M)
+    IRJS: x_{t-1} = x_{t-1} * M + V_{t-1} * (1 - M)   (exact at the last step: V_0 = source latents)
 
+Cross-frame attention is Tune-A-Video's sparse-causal attention within each window (`anchor="window"`);
+`anchor="video"` prepends the video's first frame to every window instead (its outputs discarded).
 The backbone's adapter (`longedit.backbones.adapters`) decides how the UNet is called (2D batch of
-frames, or UNet3D videos), whether the anchor frame is prepended and which attn1 processor is used.
+frames, or UNet3D videos), whether an anchor frame may be prepended and which attn1 processor is used.
 An optional attention fusion (FateZero, `longedit.fatezero`, `attach_fusion`) stores the source
 attention maps during inversion and fuses them into the classifier-free guided pass of editing.
+The loop drivers `invert` and `denoise` (bottom of this file) are what the engine, the bench and the
+window planner call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,8 +37,10 @@ from longedit.models import Backbone
 from longedit.rad import (
     MAX_REFINEMENT_ITERATIONS,
     ColumnPlan,
+    GuidedUpdate,
     RadLoss,
     attention_share,
+    guided_update,
     rad_loss,
     refinement_thresholds,
     step_sizes,
@@ -43,11 +51,16 @@ from longedit.words import WordTokens, prompt_token_count
 
 MAP_SCALE = 4  # RAD maps live at latent/4 = frame/32
 FP16_LOSS_SCALE = 1024.0
+SOURCE_NOISE_MODES = ("fresh", "fixed", "inversion")
+ANCHOR_MODES = ("window", "video")
 
 
 @dataclass
 class LoopSettings:
-    """The knobs of the diffusion loop (a subset of EditJob; benchmarks build it directly)."""
+    """The knobs of the diffusion loop (a subset of EditJob; benchmarks build it directly).
+
+    Defaults are the official ReAtCo code's (DESIGN.md section 3).
+    """
 
     steps: int = 50
     guidance: float = 12.5
@@ -55,12 +68,13 @@ class LoopSettings:
     guided_steps: int = 25
     step_size: float = 20.0
     step_schedule: str = "sqrt"
-    refine: bool = False
+    refine: bool = True
     topk_ratio: float = 0.2
-    attention_norm: str = "softmax"
+    attention_norm: str = "official"
     smoothing: bool = True
     irjs: bool = True
     source_noise: str = "fresh"
+    anchor: str = "window"
     overlap_weights: str = "uniform"
     seed: int = 0
     truncate_guided_forward: bool = True
@@ -71,11 +85,14 @@ class LoopSettings:
 
 @dataclass
 class StepStats:
-    """What one edit step measured: per word attention mass inside the mask / total, and the RAD loss."""
+    """What one edit step measured: per word attention mass inside the mask / total, the RAD losses,
+    refinement iterations and RAD updates skipped for a non-finite gradient (fp16 overflow)."""
 
     inside: torch.Tensor
     total: torch.Tensor
     losses: list[float] = field(default_factory=list)
+    refinements: int = 0
+    skipped_updates: int = 0
     unet_forwards: int = 0
 
     def share(self) -> list[float]:
@@ -144,14 +161,21 @@ class VideoEditor:
         return self.fusion.active(mode, step, window, tuple(own.shape[-2:]))
 
     def window_inputs(self, latents: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(anchor or None, own frames) of window [start, end) on the device in the model dtype."""
+        """(anchor or None, own frames) of window [start, end) on the device in the model dtype.
+
+        The video's first frame is prepended as anchor only with `anchor="video"`, for backbones that
+        take one, in windows that do not start with it.
+        """
         device, dtype = self.backbone.device, self.backbone.dtype
         own = latents[start:end].to(device=device, dtype=dtype)
-        anchor = None if start == 0 or not self.adapter.uses_anchor else latents[:1].to(device=device, dtype=dtype)
+        prepend = self.settings.anchor == "video" and self.adapter.uses_anchor and start > 0
+        anchor = latents[:1].to(device=device, dtype=dtype) if prepend else None
         return anchor, own
 
-    @staticmethod
-    def _with_anchor(anchor: torch.Tensor | None, own: torch.Tensor) -> torch.Tensor:
+    def _with_anchor(self, anchor: torch.Tensor | None, own: torch.Tensor) -> torch.Tensor:
+        """The UNet batch of one video; tells the attention processors how many frames and whether an anchor leads."""
+        self.context.frames = own.shape[0] + (0 if anchor is None else 1)
+        self.context.prepended_anchor = anchor is not None
         return own if anchor is None else torch.cat([anchor, own])
 
     # -------------------------------------------------------------------------------- inversion
@@ -166,7 +190,6 @@ class VideoEditor:
         for position, (start, end) in enumerate(windows):
             anchor, own = self.window_inputs(latents, start, end)
             x = self._with_anchor(anchor, own)
-            self.context.frames = x.shape[0]
             with self._fusing("store", self.schedule.steps - 1 - index, position, own):
                 eps = self._unet(x, target, self.inversion_cond)[x.shape[0] - own.shape[0] :]
             merger.add(start, ddim_move(own.float(), eps.float(), alpha_from, alpha_to))
@@ -176,15 +199,24 @@ class VideoEditor:
 
     # ------------------------------------------------------------------------------------ RAD
     def rad_gradient(
-        self, anchor: torch.Tensor | None, own: torch.Tensor, timestep: int, masks: torch.Tensor
+        self,
+        anchor: torch.Tensor | None,
+        own: torch.Tensor,
+        timestep: int,
+        masks: torch.Tensor,
+        objective: Callable[[RadLoss], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, RadLoss]:
-        """Loss and d loss / d own of the guided (cond-only) forward for one window."""
+        """Loss and d objective / d own of the guided (cond-only) forward for one window.
+
+        `objective(loss)` picks the scalar to differentiate once the loss is known (default: the total
+        loss). The gradient is returned as computed (fp32): a non-finite one (fp16 overflow) is the
+        caller's to skip, never clamped into a huge step.
+        """
         context = self.context
         variable = own.detach().requires_grad_(True)
         x = self._with_anchor(None if anchor is None else anchor.detach(), variable)
         offset = x.shape[0] - own.shape[0]
         context.reset()
-        context.frames = x.shape[0]
         context.capture = True
         context.columns = self.loss_plan.tensor(x.device)
         context.stop_after = self.capture_layers[-1] if self.settings.truncate_guided_forward else None
@@ -197,30 +229,24 @@ class VideoEditor:
                 height, width = own.shape[-2] // MAP_SCALE, own.shape[-1] // MAP_SCALE
                 maps = word_maps([m[offset:] for m in context.maps], self.loss_plan, height, width, self.settings.smoothing)
                 loss = rad_loss(maps, masks.to(maps.device), self.settings.topk_ratio)
+                target = loss.total if objective is None else objective(loss)
                 scale = FP16_LOSS_SCALE if own.dtype == torch.float16 else 1.0
                 context.replaying = True
-                (grad,) = torch.autograd.grad(loss.total * scale, variable)
+                (grad,) = torch.autograd.grad(target * scale, variable)
         finally:
             context.reset()
-        grad = torch.nan_to_num(grad.float() / scale)
-        return grad, RadLoss(loss.total.detach(), loss.inner.detach(), loss.outer.detach())
+        return grad.float() / scale, RadLoss(loss.total.detach(), loss.inner.detach(), loss.outer.detach())
 
-    def rad_update(self, anchor, own: torch.Tensor, index: int, masks: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
-        """x_t <- x_t - a_t * grad (eq. 7), plus Attend-and-Excite refinement at its steps."""
+    def rad_update(self, anchor, own: torch.Tensor, index: int, masks: torch.Tensor) -> tuple[torch.Tensor, GuidedUpdate]:
+        """x_t <- x_t - a_t * grad (eq. 7), after the official refinement at its steps (`rad.guided_update`)."""
         timestep = self.schedule.timesteps[index]
-        size = self.step_sizes[index]
-        grad, loss = self.rad_gradient(anchor, own, timestep, masks)
-        losses = [float(loss.total)]
-        own = (own.float() - size * grad).to(own.dtype)
-        threshold = self.refinement.get(index)
-        if threshold is not None:
-            for _ in range(MAX_REFINEMENT_ITERATIONS):
-                grad, loss = self.rad_gradient(anchor, own, timestep, masks)
-                losses.append(float(loss.total))
-                if float(loss.inner.max()) <= 1 - threshold:
-                    break
-                own = (own.float() - size * grad).to(own.dtype)
-        return own, losses
+
+        def measure(x: torch.Tensor, objective):
+            return self.rad_gradient(anchor, x, timestep, masks, objective)
+
+        return guided_update(
+            own, measure, self.step_sizes[index], self.refinement.get(index), MAX_REFINEMENT_ITERATIONS
+        )
 
     # ----------------------------------------------------------------------------------- edit
     @torch.no_grad()
@@ -231,7 +257,6 @@ class VideoEditor:
         frames = x.shape[0]
         offset = frames - own.shape[0]
         context.reset()
-        context.frames = frames
         record = self.settings.record_attention and masks_map is not None and bool(self.words)
         if record:
             context.capture = True
@@ -257,16 +282,20 @@ class VideoEditor:
         index: int,
         windows: list[tuple[int, int]],
         masks: ObjectMasks | None,
-        source: torch.Tensor | None,
-        source_prev: Callable[[int], torch.Tensor] | None = None,
+        source_at: Callable[[int], torch.Tensor] | None = None,
         advance=None,
     ) -> tuple[torch.Tensor, StepStats]:
-        """One windowed edit step from timesteps[index] to the next level; returns merged x_{t-1}."""
+        """One windowed edit step from timesteps[index] to the next level; returns merged x_{t-1}.
+
+        `source_at(i)`: IRJS's source latents V at the level of timesteps[i] (i = steps: the clean
+        source), for the whole video; None turns IRJS off.
+        """
         settings = self.settings
         timestep = self.schedule.timesteps[index]
         previous = self.schedule.previous(index)
         alpha_from, alpha_to = self.schedule.alpha(timestep), self.schedule.alpha(previous)
         guided = settings.rad and masks is not None and bool(self.words) and index < settings.guided_steps
+        irjs = settings.irjs and masks is not None and source_at is not None
         merger = WindowMerger(latents, settings.overlap_weights)
         stats = StepStats(inside=torch.zeros(len(self.words)), total=torch.zeros(len(self.words)))
         forwards_before = self.unet_forwards
@@ -274,8 +303,12 @@ class VideoEditor:
             anchor, own = self.window_inputs(latents, start, end)
             masks_map = masks.at_map_resolution(start, end, MAP_SCALE) if masks is not None else None
             if guided:
-                own, losses = self.rad_update(anchor, own, index, masks_map)
-                stats.losses.extend(losses)
+                own, update = self.rad_update(anchor, own, index, masks_map)
+                stats.losses.extend(update.losses)
+                stats.refinements += update.refinements
+                stats.skipped_updates += update.skipped
+            if irjs:  # official: the CFG forward and the DDIM step start from the true background at level t
+                own = paste_background(own, source_at(index)[start:end], masks.union(start, end))
             with self._fusing("fuse", index, position, own):
                 eps, shares = self.guided_eps(anchor, own, timestep, masks_map)
             if shares is not None:
@@ -285,21 +318,53 @@ class VideoEditor:
             if advance:
                 advance()
         merged = merger.result(latents.dtype)
-        if settings.irjs and masks is not None and source is not None:
-            keep = masks.union()
-            background = source if previous is None else source_prev(index)
-            merged = (merged * keep + background.to(merged) * (1 - keep)).to(latents.dtype)
+        if irjs:  # exact at the last step (V_0 = the source latents)
+            merged = paste_background(merged, source_at(index + 1), masks.union()).to(latents.dtype)
         stats.unet_forwards = self.unet_forwards - forwards_before
         return merged, stats
 
-    def fresh_source_noise(self, shape: torch.Size) -> torch.Tensor:
-        """Seeded noise for IRJS's `fresh` mode (same for every step, as the paper's add_noise)."""
-        generator = torch.Generator().manual_seed(self.settings.seed + 1)
-        return torch.randn(shape, generator=generator)
 
-    def noised_source(self, source: torch.Tensor, noise: torch.Tensor, index: int) -> torch.Tensor:
-        """V_{t-1} for edit step `index` in `fresh` mode."""
-        return add_noise(source.float(), noise, self.schedule.alpha(self.schedule.previous(index)))
+def paste_background(x: torch.Tensor, background: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """IRJS (eq. 8): x inside the regions `keep` (1 = object), `background` outside; in x's device and dtype."""
+    keep = keep.to(device=x.device, dtype=torch.float32)
+    return (x.float() * keep + background.to(device=x.device, dtype=torch.float32) * (1 - keep)).to(x.dtype)
+
+
+class SourceLevels:
+    """IRJS's V_t: the source latents at the level of timesteps[i] for edit step i (i = steps: the source).
+
+    `fresh` (official: `randn_like` at every step): a new draw per step, seeded by (seed, step) so a
+    resumed run is bit-identical; `fixed`: one draw for all steps; `inversion`: the DDIM inversion
+    trajectory (`trajectory.get(i)`). Caches the last level: every window of a step reads the same one.
+    """
+
+    def __init__(self, schedule: DdimSchedule, source: torch.Tensor, mode: str, seed: int, trajectory=None) -> None:
+        if mode not in SOURCE_NOISE_MODES:
+            raise ValueError(f"unknown source noise '{mode}' (use one of {', '.join(SOURCE_NOISE_MODES)})")
+        if mode == "inversion" and trajectory is None:
+            raise ValueError("source noise 'inversion' needs the inversion trajectory")
+        self.schedule, self.source, self.mode, self.seed, self.trajectory = schedule, source, mode, seed, trajectory
+        self._cached: tuple[int, torch.Tensor] | None = None
+
+    def noise(self, index: int) -> torch.Tensor:
+        """The seeded noise of step `index` (`fixed`: the same for every step)."""
+        draw = 0 if self.mode == "fixed" else index
+        key = hashlib.sha256(f"irjs:{self.seed}:{draw}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(key[:7], "little"))
+        return torch.randn(self.source.shape, generator=generator)
+
+    def __call__(self, index: int) -> torch.Tensor:
+        if index >= self.schedule.steps:
+            return self.source
+        if self._cached is not None and self._cached[0] == index:
+            return self._cached[1]
+        if self.mode == "inversion":
+            level = self.trajectory.get(index)
+        else:
+            alpha = self.schedule.alpha(self.schedule.timesteps[index])
+            level = add_noise(self.source.float(), self.noise(index), alpha)
+        self._cached = (index, level)
+        return level
 
 
 # ------------------------------------------------------------------------------------ loop drivers
@@ -332,22 +397,22 @@ def denoise(
     latents: torch.Tensor,
     windows: list[tuple[int, int]],
     masks: ObjectMasks | None,
-    source: torch.Tensor | None,
-    source_prev: Callable[[int], torch.Tensor] | None = None,
+    source_at: Callable[[int], torch.Tensor] | None = None,
     *,
     start: int = 0,
     stop: int | None = None,
     callback: StepCallback | None = None,
     advance: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Windowed edit steps `start` .. `stop` (default: to the end) with RAD and IRJS.
+    """Windowed edit steps `start` .. `stop` (default: to the end) with RAD and IRJS (`source_at`: a
+    `SourceLevels`, or None for no IRJS).
 
     After each step `index` it calls `callback(index, latents, stats)` (diffusers' callback_on_step_end);
     the callback may record the stats, checkpoint or raise to stop.
     """
     stop = editor.schedule.steps if stop is None else stop
     for index in range(start, stop):
-        latents, stats = editor.edit_step(latents, index, windows, masks, source, source_prev, advance=advance)
+        latents, stats = editor.edit_step(latents, index, windows, masks, source_at, advance=advance)
         if callback is not None:
             callback(index, latents, stats)
     return latents

@@ -26,7 +26,7 @@ from longedit.backbones.adapters import adapter_for
 from longedit.config import EditJob, ObjectSpec
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
-from longedit.editor import LoopSettings, StepStats, VideoEditor, denoise, invert
+from longedit.editor import LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
@@ -257,10 +257,10 @@ def latent_checksum(latents: torch.Tensor) -> str:
 
 def loop_settings(job: EditJob, device: torch.device) -> LoopSettings:
     return LoopSettings(
-        steps=job.steps, guidance=job.guidance, rad=job.use_rad, guided_steps=min(job.guided_steps, job.steps),
+        steps=job.steps, guidance=job.effective_guidance, rad=job.use_rad, guided_steps=min(job.guided_steps, job.steps),
         step_size=job.step_size, step_schedule=job.step_schedule, refine=job.use_refinement,
         topk_ratio=job.topk_ratio, attention_norm=job.attention_norm, smoothing=job.smoothing, irjs=job.irjs,
-        source_noise=job.source_noise, overlap_weights=job.overlap_weights, seed=job.seed,
+        source_noise=job.source_noise, anchor=job.anchor, overlap_weights=job.overlap_weights, seed=job.seed,
         gradient_checkpointing=device.type == "cuda",
     )
 
@@ -306,14 +306,14 @@ def run_edit(
     masks = restore_or_build_masks(job, prepared, backbone, state, progress)
     editor = VideoEditor(
         backbone, settings, job.source_prompt, job.prompt, words,
-        inversion_prompt="" if job.inversion_prompt == "empty" else None,
+        inversion_prompt="" if job.effective_inversion_prompt == "empty" else None,
     )
     editor.unet_forwards = state.unet_forwards
     keeper = StepKeeper(state, work_dir, stop_event, job.checkpoint_every)
     keeper.editor = editor
     with loop_resources(job, editor, state, work_dir) as (fusion, trajectory):
         latents = run_inversion(editor, state, keeper, trajectory, progress)
-        latents = run_denoise(editor, state, keeper, masks, trajectory, job.source_noise, progress)
+        latents = run_denoise(editor, state, keeper, masks, trajectory, progress)
         if fusion is not None:
             state.fatezero = fusion.report(prepared.info.frames)
         keeper.save("decode", editor.schedule.steps, latents)
@@ -411,18 +411,13 @@ def run_inversion(editor: VideoEditor, state: RunState, keeper: StepKeeper, traj
 
 
 def run_denoise(
-    editor: VideoEditor, state: RunState, keeper: StepKeeper, masks, trajectory, source_noise: str, progress: bool
+    editor: VideoEditor, state: RunState, keeper: StepKeeper, masks, trajectory, progress: bool
 ) -> torch.Tensor:
     """The windowed edit loop (RAD + IRJS) from where the state is; records the per-step stats in the state."""
     if state.phase != "edit":
         return state.latents
-    steps, windows, source = editor.schedule.steps, state.windows, state.source
-    noise = editor.fresh_source_noise(source.shape) if source_noise == "fresh" else None
-
-    def source_prev(index: int) -> torch.Tensor:
-        if trajectory is not None:
-            return trajectory.get(index + 1)
-        return editor.noised_source(source, noise, index)
+    steps, windows, settings = editor.schedule.steps, state.windows, editor.settings
+    source_at = SourceLevels(editor.schedule, state.source, settings.source_noise, settings.seed, trajectory)
 
     bar = tqdm(total=steps * len(windows), initial=state.step * len(windows), desc="edit", unit="window", disable=not progress)
     keeper.clock = time.perf_counter()
@@ -430,6 +425,8 @@ def run_denoise(
     def after_step(index: int, latents: torch.Tensor, stats: StepStats) -> None:
         state.attention.append(stats.share())
         state.losses.append(float(np.mean(stats.losses)) if stats.losses else None)
+        state.refinements.append(stats.refinements)
+        state.skipped_updates += stats.skipped_updates
         if stats.losses:
             bar.set_postfix(loss=f"{state.losses[-1]:.3f}")
         keeper.lap("edit_s")
@@ -437,7 +434,7 @@ def run_denoise(
             keeper.step_done("edit", index + 1, latents)
 
     latents = denoise(
-        editor, state.latents, windows, masks, source, source_prev,
+        editor, state.latents, windows, masks, source_at if settings.irjs else None,
         start=state.step, callback=after_step, advance=lambda: bar.update(1),
     )
     bar.close()
@@ -482,8 +479,11 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
             "words": {w.word: list(w.indices) for w in words},
             "attention_in_mask": {w.word: [round(s[j], 6) for s in state.attention] for j, w in enumerate(words)},
             "loss": state.losses,
+            "refinement_iterations": state.refinements,
+            "skipped_updates": state.skipped_updates,
         },
         "irjs": {"enabled": job.irjs, "source_noise": job.source_noise, "background_latent_mae": outside},
+        "settings": effective_settings(job, editor, windows),
         "method": job.method,
         "backbone": backbone.kind,
         "fatezero": state.fatezero,
@@ -491,6 +491,34 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "latent_checksum": latent_checksum(latents.float()),
         "resumed_from": resumed_from,
         "warnings": warnings_list,
+    }
+
+
+def effective_settings(job: EditJob, editor: VideoEditor, windows: list[tuple[int, int]]) -> dict:
+    """Every effective loop setting, to compare a run with the official ReAtCo settings at a glance."""
+    settings = editor.settings
+    return {
+        "method": job.method,
+        "steps": settings.steps,
+        "guidance": settings.guidance,
+        "inversion_prompt": job.effective_inversion_prompt,
+        "rad": settings.rad,
+        "rad_steps": settings.guided_steps if settings.rad else 0,
+        "step_size": settings.step_size,
+        "step_schedule": settings.step_schedule,
+        "refine": settings.refine,
+        "refinement_steps": {str(k): v for k, v in sorted(editor.refinement.items())},
+        "topk_ratio": settings.topk_ratio,
+        "attention_norm": settings.attention_norm,
+        "smoothing": settings.smoothing,
+        "token_mode": job.token_mode,
+        "irjs": settings.irjs,
+        "source_noise": settings.source_noise,
+        "anchor": settings.anchor,
+        "window": windows[0][1] - windows[0][0],
+        "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None,
+        "overlap_weights": settings.overlap_weights,
+        "seed": settings.seed,
     }
 
 

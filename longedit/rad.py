@@ -1,15 +1,18 @@
 """Re-Attentional Diffusion (RAD): word attention maps, the top-k region loss and the step schedule.
 
-Paper eq. 3-7. For word j, frame i and mask M_i^j at map resolution:
+Paper eq. 3-7, as the official code (github mdswyz/ReAtCo, `pipeline_split_gen.py`) computes them.
+For word j, frame i and mask M_i^j at map resolution:
     L_IR^j = 1 - mean_i mean(topk(A_i^j * M_i^j, K_in))
     L_OR^j = mean_i mean(topk(A_i^j * (1 - M_i^j), K_out))
-with K = max(1, round(ratio * area)) of the mask (K_in) and of its complement (K_out), and
-L = sum_j (L_IR^j + L_OR^j). Frames where the object's mask is empty add no inner term.
+with K = max(1, floor(ratio * area)) of the mask (K_in) and of its complement (K_out), and
+L = sum_j (max(0, L_IR^j) + L_OR^j). Frames where the object's mask is empty add no inner term (the
+official code would give NaN there).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +21,8 @@ import torch.nn.functional as F
 from longedit.words import WordTokens
 
 SOFTMAX_TEMPERATURE = 100.0
+OFFICIAL_COLUMNS = tuple(range(1, 76))  # official: attention[..., 1:-1] of the 77 = every column but start and last
+ATTENTION_NORMS = ("official", "prompt", "raw")
 REFINEMENT_THRESHOLDS = {0: 0.05, 10: 0.5, 20: 0.8}  # at 50 steps (Attend-and-Excite), rescaled to --steps
 MAX_REFINEMENT_ITERATIONS = 20
 
@@ -26,8 +31,10 @@ MAX_REFINEMENT_ITERATIONS = 20
 class ColumnPlan:
     """Which text-token columns the capture layers record, and how they become per-word maps.
 
-    `softmax` (official code, Attend-and-Excite): record every prompt token (start token dropped),
-    then softmax(100 * A) over them. `raw`: record only the words' tokens (the paper's formula).
+    `official` (official code, Attend-and-Excite): record columns 1..75 of the 77 (all but the start
+    token and the last column, so the end token and the padding stay in), softmax(100 * A) over them.
+    `prompt`: the same over the prompt's own tokens only. `raw`: record only the words' tokens, no
+    normalisation (the paper's formula).
     """
 
     columns: tuple[int, ...]
@@ -35,13 +42,15 @@ class ColumnPlan:
     normalization: str
 
     @staticmethod
-    def build(words: list[WordTokens], prompt_tokens: int, normalization: str = "softmax") -> "ColumnPlan":
-        if normalization == "softmax":
+    def build(words: list[WordTokens], prompt_tokens: int, normalization: str = "official") -> "ColumnPlan":
+        if normalization == "official":
+            columns = OFFICIAL_COLUMNS
+        elif normalization == "prompt":
             columns = tuple(range(1, prompt_tokens + 1))
         elif normalization == "raw":
             columns = tuple(sorted({i for w in words for i in w.indices}))
         else:
-            raise ValueError(f"unknown attention normalization '{normalization}'")
+            raise ValueError(f"unknown attention normalization '{normalization}' (use one of {', '.join(ATTENTION_NORMS)})")
         position = {c: k for k, c in enumerate(columns)}
         groups = tuple(tuple(position[i] for i in w.indices) for w in words)
         return ColumnPlan(columns, groups, normalization)
@@ -49,11 +58,19 @@ class ColumnPlan:
     def tensor(self, device: torch.device) -> torch.Tensor:
         return torch.tensor(self.columns, dtype=torch.long, device=device)
 
+    @property
+    def softmax(self) -> bool:
+        return self.normalization != "raw"
+
 
 def gaussian_kernel3d(size: int = 3, sigma: float = 0.5) -> torch.Tensor:
-    """Normalised separable Gaussian kernel [size, size, size] over (frame, h, w)."""
+    """Normalised separable Gaussian kernel [size, size, size] over (frame, h, w).
+
+    The official code's formula (`gaussian_smoothing.py`): exp(-((x - mean) / (2 sigma))^2), which for
+    size 3, sigma 0.5 gives 1-D weights of about [0.212, 0.576, 0.212] (wider than a textbook sigma 0.5).
+    """
     x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = torch.exp(-((x / (2 * sigma)) ** 2))
     g = g / g.sum()
     return g[:, None, None] * g[None, :, None] * g[None, None, :]
 
@@ -70,7 +87,7 @@ def word_maps(
 ) -> torch.Tensor:
     """Per-word attention maps [F, J, h, w] from captured head-averaged maps [F, h*w, C] of each layer."""
     maps = layer_average(captured)
-    if plan.normalization == "softmax":
+    if plan.softmax:
         maps = torch.softmax(maps * SOFTMAX_TEMPERATURE, dim=-1)
     per_word = torch.stack([maps[..., list(group)].mean(dim=-1) for group in plan.groups], dim=1)
     frames, words = per_word.shape[:2]
@@ -81,18 +98,23 @@ def word_maps(
 
 
 def smooth(maps: torch.Tensor, size: int = 3, sigma: float = 0.5) -> torch.Tensor:
-    """Gaussian smoothing of [F, J, h, w] maps over (frame, h, w), edges replicated."""
+    """Gaussian smoothing of [F, J, h, w] maps over (frame, h, w), edges reflected as the official code.
+
+    Reflect padding needs more than `size // 2` entries along an axis; a shorter axis (a 1-frame
+    window, a 1-cell map) is padded by replication instead.
+    """
     kernel = gaussian_kernel3d(size, sigma).to(maps)
     volume = maps.permute(1, 0, 2, 3).unsqueeze(1)  # [J, 1, F, h, w]
     pad = size // 2
-    volume = F.pad(volume, (pad,) * 6, mode="replicate")
+    reflectable = min(volume.shape[-3:]) > pad
+    volume = F.pad(volume, (pad,) * 6, mode="reflect" if reflectable else "replicate")
     out = F.conv3d(volume, kernel[None, None])
     return out.squeeze(1).permute(1, 0, 2, 3)
 
 
 def topk_counts(area: torch.Tensor, ratio: float) -> torch.Tensor:
-    """K = max(1, round(ratio * area)) (paper's best ratio: 20%)."""
-    return torch.clamp(torch.round(area * ratio), min=1)
+    """K = max(1, floor(ratio * area)) (official `(area * P).long()`; paper's best ratio: 20%)."""
+    return torch.clamp(torch.floor(area * ratio), min=1)
 
 
 def _topk_mean(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -121,7 +143,7 @@ def rad_loss(maps: torch.Tensor, masks: torch.Tensor, ratio: float = 0.2) -> Rad
     outer_mean = _topk_mean(maps * (1 - masks), topk_counts(cells - area, ratio))
     frames_present = present.sum(dim=0)
     inner_share = (inner_mean * present).sum(dim=0) / frames_present.clamp(min=1)
-    inner = torch.where(frames_present > 0, 1 - inner_share, torch.zeros_like(inner_share))
+    inner = torch.where(frames_present > 0, (1 - inner_share).clamp(min=0), torch.zeros_like(inner_share))
     outer = outer_mean.mean(dim=0)
     return RadLoss(total=(inner + outer).sum(), inner=inner, outer=outer)
 
@@ -145,3 +167,62 @@ def attention_share(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tens
     """Per word: (attention mass inside its mask, total mass) of maps [F, J, h, w], summed over frames."""
     maps = maps.float()
     return (maps * masks.to(maps)).sum(dim=(0, 2, 3)), maps.sum(dim=(0, 2, 3))
+
+
+@dataclass
+class GuidedUpdate:
+    """What one RAD update did: the losses measured (one per guided forward), refinement iterations,
+    and updates skipped because their gradient was not finite (fp16 overflow)."""
+
+    losses: list[float]
+    refinements: int = 0
+    skipped: int = 0
+
+
+Measure = Callable[[torch.Tensor, Callable[[RadLoss], torch.Tensor]], tuple[torch.Tensor, RadLoss]]
+
+
+def guided_update(
+    x: torch.Tensor,
+    measure: Measure,
+    step_size: float,
+    threshold: float | None = None,
+    max_refinements: int = MAX_REFINEMENT_ITERATIONS,
+) -> tuple[torch.Tensor, GuidedUpdate]:
+    """RAD's latent update at one step, as the official loop runs it (a pure function over `measure`).
+
+    `measure(x, objective)` runs the guided forward at x and returns (d objective(loss) / dx, loss).
+    Without a `threshold`: one step on the total loss, x - a * grad L. At a refinement step (threshold
+    given) whose worst inner loss max_j L_IR^j exceeds 1 - threshold, the official refinement first
+    steps on the gradient of max_j L_IR^j alone, do-while style: it updates, then continues while the
+    loss measured before that update still exceeded the target, at most `max_refinements` times; then
+    the main update on the total loss at the refined latents. A non-finite gradient skips its update.
+    """
+    target = None if threshold is None else max(0.0, 1.0 - threshold)
+    report = GuidedUpdate(losses=[])
+    previous: float | None = None
+
+    def refining(loss: RadLoss) -> bool:
+        if target is None or report.refinements >= max_refinements:
+            return False
+        worst = float(loss.inner.detach().max()) if loss.inner.numel() else 0.0
+        return worst > target if previous is None else previous > target
+
+    while True:
+        decision: list[bool] = []
+
+        def objective(loss: RadLoss) -> torch.Tensor:
+            decision.append(refining(loss))
+            return loss.inner.max() if decision[0] else loss.total
+
+        grad, loss = measure(x, objective)
+        report.losses.append(float(loss.total))
+        finite = bool(torch.isfinite(grad).all())
+        if finite:
+            x = (x.float() - step_size * grad.to(x.device)).to(x.dtype)
+        else:
+            report.skipped += 1
+        if not decision[0]:
+            return x, report
+        report.refinements += 1
+        previous = float(loss.inner.detach().max())

@@ -16,8 +16,12 @@ class WordTokens:
 
 
 def prompt_token_count(tokenizer, prompt: str) -> int:
-    """Number of real prompt tokens, without start/end tokens."""
-    return len(tokenizer(prompt, add_special_tokens=False).input_ids)
+    """Number of real prompt tokens the text encoder sees, without start/end tokens.
+
+    Capped as the tokenizer truncates (75 for CLIP's 77): a longer prompt's tail never reaches the model.
+    """
+    limit = getattr(tokenizer, "model_max_length", 77) - 2
+    return min(limit, len(tokenizer(prompt, add_special_tokens=False).input_ids))
 
 
 def word_tokens(tokenizer, prompt: str, word: str, mode: str = "all") -> WordTokens:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from longedit.ddim import ddim_move
-from longedit.editor import MAP_SCALE, LoopSettings, VideoEditor
+from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, VideoEditor
 from longedit.masks import ObjectMasks
 from longedit.rad import rad_loss, topk_counts
 from longedit.windows import plan_windows
@@ -27,8 +27,9 @@ def make_inputs(frames: int = 5, side: int = 32, seed: int = 0):
     return latents, ObjectMasks(["robot"], mask, ["box"])
 
 
-def test_topk_rule_is_twenty_percent_of_the_area():
-    assert topk_counts(torch.tensor([0.0, 1.0, 4.0, 10.0, 64.0]), 0.2).tolist() == [1, 1, 1, 2, 13]
+def test_topk_rule_is_twenty_percent_of_the_area_rounded_down():
+    # official: k = (area * 0.2).long(); at least 1 so a small region never gives topk(0) = NaN
+    assert topk_counts(torch.tensor([0.0, 1.0, 4.0, 10.0, 64.0]), 0.2).tolist() == [1, 1, 1, 2, 12]
 
 
 def test_rad_loss_matches_a_hand_computation():
@@ -55,11 +56,14 @@ def test_empty_mask_frames_give_no_nan_and_no_inner_term():
     assert loss.inner[0].item() == pytest.approx(expected_inner, abs=1e-6)
 
 
-def test_rad_update_lowers_the_loss_and_moves_attention_into_the_mask(tiny_backbone):
-    editor = make_editor(tiny_backbone)
+@pytest.mark.parametrize("norm", ["official", "prompt"])
+def test_rad_update_lowers_the_loss_and_moves_attention_into_the_mask(tiny_backbone, norm):
+    # One step of size 20 on the tiny model, measured: official 1.001 -> 0.960, prompt 1.001 -> 0.962
+    # (with the official smoothing kernel, wider than the old one, the drop is ~0.04 in both).
+    editor = make_editor(tiny_backbone, attention_norm=norm)
     latents, masks = make_inputs()
     step = one_rad_step(editor, latents, masks.at_map_resolution(0, latents.shape[0], MAP_SCALE))
-    assert step.loss_after < step.loss_before - 0.05
+    assert step.loss_after < step.loss_before - 0.02
     assert step.share_after > step.share_before
 
 
@@ -78,14 +82,11 @@ def test_guided_pass_variants_give_the_same_gradient(tiny_backbone):
 
 
 def run_loop(editor, latents, masks, windows):
-    source = latents.clone()
-    noise = editor.fresh_source_noise(source.shape)
+    source_at = SourceLevels(editor.schedule, latents.clone(), editor.settings.source_noise, editor.settings.seed)
     x = latents.clone()
     shares = []
     for index in range(editor.schedule.steps):
-        x, stats = editor.edit_step(
-            x, index, windows, masks, source, lambda i: editor.noised_source(source, noise, i)
-        )
+        x, stats = editor.edit_step(x, index, windows, masks, source_at)
         shares.append(stats.share()[0])
     return x, shares
 
@@ -96,20 +97,21 @@ def test_one_long_window_equals_the_single_window_loop(tiny_backbone):
     editor = make_editor(tiny_backbone)
     windowed, _ = run_loop(editor, latents, masks, plan_windows(4, 16, 8))
 
-    # The single-window loop written out without windows or merging.
-    source, noise = latents.clone(), editor.fresh_source_noise(latents.shape)
+    # The single-window loop written out without windows or merging, IRJS as the official code:
+    # the background is pasted before the CFG forward (level t), and again after the step (level t-1).
+    source = SourceLevels(editor.schedule, latents.clone(), "fresh", editor.settings.seed)
     x = latents.clone()
     masks_map = masks.at_map_resolution(0, 4, MAP_SCALE)
+    keep = masks.union()
     for index in range(editor.schedule.steps):
         timestep, previous = editor.schedule.timesteps[index], editor.schedule.previous(index)
         own = x
         if index < editor.settings.guided_steps:
             own, _ = editor.rad_update(None, own, index, masks_map)
+        own = own * keep + source(index) * (1 - keep)
         eps, _ = editor.guided_eps(None, own, timestep, masks_map)
         x = ddim_move(own.float(), eps, editor.schedule.alpha(timestep), editor.schedule.alpha(previous))
-        background = source if previous is None else editor.noised_source(source, noise, index)
-        keep = masks.union()
-        x = x * keep + background * (1 - keep)
+        x = x * keep + source(index + 1) * (1 - keep)
     assert torch.equal(windowed, x)
 
 
@@ -142,8 +144,9 @@ def test_refinement_repeats_updates_at_its_steps(tiny_backbone):
     latents, masks = make_inputs(frames=2, side=16)
     editor = make_editor(tiny_backbone, refine=True, steps=50, guided_steps=1)
     masks_map = masks.at_map_resolution(0, 2, MAP_SCALE)
-    _, losses = editor.rad_update(None, latents, 0, masks_map)
-    assert len(losses) >= 2  # the plain update, then at least one refinement check
+    _, update = editor.rad_update(None, latents, 0, masks_map)
+    assert update.refinements >= 1  # the tiny model's inner loss at step 0 is far above 1 - 0.05
+    assert len(update.losses) == update.refinements + 1  # one guided forward per refinement, then the main update
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

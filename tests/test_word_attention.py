@@ -163,8 +163,9 @@ def test_reference_keeps_dtype_and_sums_to_one_over_all_columns() -> None:
         ({"B": 1, "H": 8, "Q": 256, "D": 80, "T": 77}, [76]),  # C = 1, several Q blocks
         ({"B": 2, "H": 3, "Q": 70, "D": 160, "T": 20, "KB": 1}, [0, 19, 3, 3]),  # key broadcast, T != 77, dup column
         ({"B": 2, "H": 2, "Q": 9, "D": 16, "T": 150}, list(range(0, 150, 8))),  # C = 19, T > 128
+        ({"B": 2, "H": 3, "Q": 21, "D": 40, "T": 77, "KB": 1}, list(range(1, 76))),  # the official 75 columns
     ],
-    ids=["odd", "c1-multiblock", "broadcast-T20", "C19-T150"],
+    ids=["odd", "c1-multiblock", "broadcast-T20", "C19-T150", "official-C75"],
 )
 def test_interp_triton_matches_reference_fp32(interpret: None, shape: dict, columns: list[int]) -> None:
     _compare_triton_to_reference(shape, columns, torch.float32)
@@ -185,6 +186,13 @@ def test_interp_triton_strided_inputs(interpret: None) -> None:
 def test_interp_triton_half_precision(interpret: None, dtype: torch.dtype) -> None:
     shape = {"B": 2, "H": 4, "Q": 37, "D": 40, "T": 77, "KB": 1}
     _compare_triton_to_reference(shape, [0, 5, 76], dtype, key_grad=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_interp_triton_official_75_columns_half_precision(interpret: None, dtype: torch.dtype) -> None:
+    """The official RAD normalisation records columns 1..75 of 77: BLOCK_C = 128."""
+    shape = {"B": 2, "H": 2, "Q": 19, "D": 40, "T": 77, "KB": 1}
+    _compare_triton_to_reference(shape, list(range(1, 76)), dtype, key_grad=True)
 
 
 def test_interp_backward_tiling_paths(interpret: None) -> None:

@@ -153,6 +153,7 @@ def bench(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads in each run (default: torch's; use 1 on a busy machine).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights, latents and noise.")] = 0,
+    refine: Annotated[bool, typer.Option("--refine/--no-refine", help="Official refinement at its steps, as `longedit edit` by default [on].")] = True,
     force: Annotated[bool, typer.Option("--force", help="Run sd15 on a CPU anyway.")] = False,
     in_process: Annotated[bool, typer.Option("--in-process", help="Run modes in this process (faster start; CPU peak RSS is then not per mode).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
@@ -181,6 +182,7 @@ def bench(
     spec = RunSpec(
         preset=chosen.name, mode=picked[0], frames=frames or chosen.frames, steps=steps or chosen.steps, size=size,
         device=device, dtype=dtype, window=window, stride=stride, seed=seed, progress=not quiet, vram=vram, threads=threads,
+        refine=refine,
     )
     if frames_sweep is not None:
         _run_sweep(spec, parse_frames_list(frames_sweep), not in_process, json_path)

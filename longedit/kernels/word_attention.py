@@ -10,8 +10,8 @@ and its gradient with respect to ``q`` (and ``k`` when it requires grad).
 Why: ReAtCo's region-aware denoising builds a loss on these maps and backpropagates it to
 the latents at every guided step. Done with plain PyTorch, autograd keeps the full
 ``[B, H, Q, T]`` fp32 probability tensor alive for backward (e.g. 16 frames x 8 heads x
-4096 tokens x 77 = 160 MiB per layer at 64x64), although only ``C`` (1 to ~20) of the 77
-columns are used. The fused op keeps only ``q``, ``k`` and a per-(b, h, q) fp32 logsumexp,
+4096 tokens x 77 = 160 MiB per layer at 64x64), although only ``C`` of the 77 columns are
+used (the words' tokens: 1 to ~20; the official normalisation: the 75 columns 1..75). The fused op keeps only ``q``, ``k`` and a per-(b, h, q) fp32 logsumexp,
 and recomputes the probabilities in backward, so what it saves is ``O(B*H*Q)`` instead of
 ``O(B*H*Q*T)``.
 
@@ -86,6 +86,8 @@ _MAX_BLOCK_T = 256
 _NUM_WARPS = 8
 #: D is processed in chunks of this many channels (D = 40, 80, 160 waste at most 24 lanes).
 _BLOCK_D = 32
+#: Columns one call takes (padded to BLOCK_C <= 128): the official RAD normalisation needs 75 of 77.
+_MAX_COLUMNS = 128
 _BACKENDS = ("auto", "triton", "reference")
 
 
@@ -452,8 +454,8 @@ def _tile_config(query: Tensor, t: int, c: int) -> dict:
     if block_t > _MAX_BLOCK_T:
         raise ValueError(f"word_attention_maps (triton): T = {t} is longer than {_MAX_BLOCK_T} text tokens")
     block_c = max(16, triton.next_power_of_2(c))
-    if block_c > 64:
-        raise ValueError(f"word_attention_maps (triton): at most 64 columns per call, got {c}")
+    if c > _MAX_COLUMNS:
+        raise ValueError(f"word_attention_maps (triton): at most {_MAX_COLUMNS} columns per call, got {c}")
     interpret = _interpret_mode()
     return {
         "BLOCK_T": block_t,
@@ -617,8 +619,8 @@ def _triton_supports(query: Tensor, key: Tensor, columns: Tensor) -> str | None:
         return f"query on {query.device} but key on {key.device}"
     if max(16, triton.next_power_of_2(key.shape[2])) > _MAX_BLOCK_T:
         return f"T = {key.shape[2]} is longer than {_MAX_BLOCK_T} text tokens"
-    if columns.numel() > 64:
-        return f"at most 64 columns per call, got {columns.numel()}"
+    if columns.numel() > _MAX_COLUMNS:
+        return f"at most {_MAX_COLUMNS} columns per call, got {columns.numel()}"
     return None
 
 
@@ -640,7 +642,7 @@ def word_attention_maps(
             device sync per call) and an out-of-range one yields a map of zeros on the Triton path.
         scale: softmax temperature, usually ``D ** -0.5``.
         backend: ``"auto"`` uses the fused Triton kernels for CUDA inputs when Triton is
-            importable and the inputs are supported (fp32/fp16/bf16, T <= 256, C <= 64),
+            importable and the inputs are supported (fp32/fp16/bf16, T <= 256, C <= 128),
             else the reference; ``"triton"`` forces the kernels (on CPU only under
             ``TRITON_INTERPRET=1``) and raises ``ValueError`` if they cannot run;
             ``"reference"`` forces plain PyTorch.
