@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from longedit import latent_decode
+from longedit import atomic, latent_decode
 from longedit.backbones.adapters import adapter_for
 from longedit.config import EditJob, ObjectSpec
 from longedit.editor import LoopSettings, VideoEditor
@@ -466,6 +466,4 @@ def run_edit(
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)
+    atomic.write_json(path, data, what="the report")

@@ -22,6 +22,7 @@ import av
 import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
+from longedit.atomic import AtomicFile, remove_stale_temps
 from longedit.errors import UserError
 
 #: Output suffix -> FFmpeg muxer. `.webm` cannot carry H.264, so it is written as Matroska (plays in
@@ -600,8 +601,10 @@ def _has_audio(path: Path) -> bool:
 class VideoWriter:
     """Encode RGB frames to H.264/yuv420p, atomically: the file appears only when writing succeeded.
 
-    Frames go to a hidden `.{name}.{pid}.part` file next to the output, moved into place on a clean
-    exit (`close()` or the end of a `with` block); on an exception or `abort()` it is deleted. Odd
+    Frames go to a hidden `.{name}.{pid}.{random}.part` file next to the output (`longedit.atomic`),
+    moved into place on a clean exit (`close()` or the end of a `with` block); on an exception or
+    `abort()` it is deleted, and partial files of this output left by killed processes are removed
+    when a new writer starts. A full or read-only disk is a one-line UserError. Odd
     widths/heights are encoded at the even size below (the last column/row is cropped) because yuv420p
     needs even sizes. With `timestamps` (seconds, one per frame, e.g. `VideoInfo.timestamps`) they become
     the pts, so VFR and 30000/1001 timing survive exactly (rebased so the first frame is at 0); otherwise
@@ -630,15 +633,23 @@ class VideoWriter:
         self._frames = 0
         self._last_pts = -1
         self._closed = False
-        self._tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.part"
-        self._container = av.open(str(self._tmp), mode="w", format=self._format, options=self._muxer_options())
+        remove_stale_temps(self.path)
+        self._file = AtomicFile(self.path, "video", suffix=".part")
+        self._tmp = self._file.temp
         self._audio: _AudioPump | None = None
+        try:
+            self._container = av.open(str(self._tmp), mode="w", format=self._format, options=self._muxer_options())
+        except OSError as error:
+            raise self._file.fail(error) from error
         try:
             self._stream = self._add_video_stream(codec, crf)
             if audio_source is not None and _has_audio(Path(audio_source)):
                 shift = 0.0 if timestamps is None else float(timestamps[0])
                 self._audio = _AudioPump(Path(audio_source), self._container, self._format, self.path, shift)
             self._container.start_encoding()  # creates the temp file and checks codec settings now
+        except OSError as error:
+            self.abort()
+            raise self._file.fail(error) from error
         except BaseException:
             self.abort()
             raise
@@ -710,7 +721,11 @@ class VideoWriter:
         image = np.ascontiguousarray(frame[: _even(self.height), : _even(self.width)])
         video_frame = rgb_to_av_frame(image, "yuv420p", self._next_pts(), self._time_base)
         self._last_pts = video_frame.pts
-        self._mux(self._stream.encode(video_frame))
+        try:
+            self._mux(self._stream.encode(video_frame))
+        except OSError as error:  # a full disk: the partial file goes, the error says so in one line
+            self.abort()
+            raise self._file.fail(error) from error
         self._frames += 1
 
     def _mux(self, packets: list[av.Packet]) -> None:
@@ -739,11 +754,14 @@ class VideoWriter:
                 self._audio.finish(self._end_s())
             self._container.close()
             self._close_audio()
-            os.replace(self._tmp, self.path)
+        except OSError as error:
+            self.abort()
+            raise self._file.fail(error) from error
         except BaseException:
             self.abort()
             raise
         self._closed = True
+        self._file.commit()
 
     def _close_audio(self) -> None:
         """Close the audio source, if any."""
@@ -759,7 +777,7 @@ class VideoWriter:
         except Exception:  # noqa: BLE001 - the file is being thrown away
             pass
         self._close_audio()
-        self._tmp.unlink(missing_ok=True)
+        self._file.discard()
 
     def __enter__(self) -> VideoWriter:
         return self
