@@ -264,7 +264,7 @@ def test_frames_are_decoded_lazily(long_clip, monkeypatch):
         counts["opened"] += 1
         return _CountingContainer(real_open(*args, **kwargs), counts)
 
-    monkeypatch.setattr(video.av, "open", counting_open)
+    monkeypatch.setattr(av, "open", counting_open)
     frames = iter_frames(long_clip.path)
     assert counts["opened"] == 0  # nothing is opened or decoded before the first next()
     first = list(itertools.islice(frames, 3))
