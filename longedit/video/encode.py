@@ -263,6 +263,7 @@ class VideoWriter:
         self.width, self.height = int(width), int(height)
         self.fps = Fraction(fps)
         self._check_args(audio_source)
+        self._warn_if_cropped()
         self._format = container_format(self.path)
         self._time_base = time_base_for(self.fps)
         self._pts = None if timestamps is None else self._timestamps_to_pts(timestamps)
@@ -306,6 +307,18 @@ class VideoWriter:
             raise UserError(f"cannot write a {self.width}x{self.height} video", "frames must be at least 2x2 pixels")
         if self.fps <= 0:
             raise UserError(f"bad frame rate {self.fps}", "give a positive fps such as 24 or 30000/1001")
+
+    def _warn_if_cropped(self) -> None:
+        """Say so when an odd width or height loses its last column or row (yuv420p needs even sizes)."""
+        lost = [side for side, size in (("column", self.width), ("row", self.height)) if size % 2]
+        if lost:
+            warnings.warn(
+                f"'{self.path.name}' is written at {_even(self.width)}x{_even(self.height)}: H.264 (yuv420p) needs "
+                f"even sizes, so the last {' and the last '.join(lost)} of the {self.width}x{self.height} frames "
+                "are cropped",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _muxer_options(self) -> dict[str, str]:
         """MP4/MOV: put the index first so players can start before the whole file is read."""
