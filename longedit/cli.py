@@ -28,28 +28,36 @@ def _register_commands() -> None:
         module.register(app)
 
 
+def _click_exception() -> type[Exception]:
+    """The `ClickException` class typer raises: click's own (typer < 0.29) or typer's vendored copy
+    (typer >= 0.29, not a subclass of click's). Found through typer's public `BadParameter`."""
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `longedit` script; returns the exit code."""
     _register_commands()
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, prog_name="longedit", standalone_mode=False)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return UserError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except SystemExit as exit_:  # typer/click --help and usage errors
+    except typer.Abort as abort:  # click-based typer turns Ctrl-C (and EOF at a prompt) into Abort
+        if isinstance(abort.__context__, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+            return 130
+        print("aborted", file=sys.stderr)
+        return 1
+    except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except typer.Exit as exit_:
         return exit_.exit_code
-    except Exception as error:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            return error.exit_code
-        raise
+    except _click_exception() as error:  # usage errors: click's usage line + one error line, exit 2
+        error.show()
+        return error.exit_code
     # click returns the exit code of typer.Exit / an interrupted command (130) instead of raising it
     return result if isinstance(result, int) else 0
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from longedit import atomic, latent_decode
 from longedit.backbones.adapters import adapter_for
 from longedit.config import EditJob, ObjectSpec
 from longedit import checkpoint
@@ -139,15 +140,9 @@ def encode_video(
 
 
 def decode_latents(backbone: Backbone, latents: torch.Tensor) -> Iterator[np.ndarray]:
-    """VAE-decode host latents in chunks, yielding RGB uint8 frames at the processing size."""
-    vae = backbone.vae
-    dtype = next(vae.parameters()).dtype
-    for start in range(0, latents.shape[0], VAE_CHUNK):
-        batch = latents[start : start + VAE_CHUNK].to(device=backbone.device, dtype=dtype) / vae.config.scaling_factor
-        with torch.no_grad():
-            pixels = vae.decode(batch).sample.float()
-        pixels = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        yield from pixels
+    """VAE-decode host latents in chunks, yielding RGB uint8 frames at the processing size (the same
+    pixels in every run: resumed or not, any thread count; see longedit.latent_decode)."""
+    return latent_decode.decode_latents(backbone.vae, latents, backbone.device, VAE_CHUNK)
 
 
 def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -523,6 +518,4 @@ def effective_settings(job: EditJob, editor: VideoEditor, windows: list[tuple[in
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)
+    atomic.write_json(path, data, what="the report")

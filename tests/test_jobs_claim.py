@@ -230,6 +230,22 @@ def test_video_that_does_not_open_waits_then_is_handed_to_the_worker(tmp_path):
     assert states == ["settling", "settling", "settling", "ready"]
 
 
+def test_a_job_file_that_will_fail_takes_its_companion_video_along(tmp_path):
+    spool = Spool(tmp_path).create()
+    scanner = InboxScanner(spool, settle=0.0, probe=lambda path: None, clock=_Clock())
+    write_job(spool.inbox / "typo.yaml", stepz=3)
+    (spool.inbox / "typo.mp4").write_bytes(b"v")
+    (spool.inbox / "broken.yaml").write_text("input: [unclosed\n")
+    (spool.inbox / "broken.mov").write_bytes(b"v")
+    (spool.inbox / "alone.yaml").write_text("steps: [\n")
+    scanner.scan()
+    entries = {e.name: e for e in scanner.scan()}
+    assert {name: e.state for name, e in entries.items()} == {"alone": "ready", "broken": "ready", "typo": "ready"}
+    assert entries["typo"].companion == spool.inbox / "typo.mp4"
+    assert entries["broken"].companion == spool.inbox / "broken.mov"
+    assert entries["alone"].companion is None
+
+
 def test_missing_input_waits(tmp_path):
     spool = Spool(tmp_path).create()
     scanner = InboxScanner(spool, settle=0.0, probe=lambda path: None, clock=_Clock())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -187,7 +188,15 @@ def test_odd_and_common_sizes_through_resize_and_writer(tmp_path, source_size):
     assert (probe(tmp_path / "sd.mp4").width, probe(tmp_path / "sd.mp4").height) == target
 
     original = list(iter_frames(clip.path))
-    with VideoWriter(tmp_path / "same.mp4", width, height, info.fps, timestamps=info.timestamps) as writer:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        writer = VideoWriter(tmp_path / "same.mp4", width, height, info.fps, timestamps=info.timestamps)
+    cropped = [str(w.message) for w in caught if "needs even sizes" in str(w.message)]
+    assert cropped == ([] if width % 2 == 0 and height % 2 == 0 else [
+        f"'same.mp4' is written at {width - width % 2}x{height - height % 2}: H.264 (yuv420p) needs even sizes, "
+        f"so the last column and the last row of the {width}x{height} frames are cropped"
+    ])
+    with writer:
         for frame in original:
             writer.write(frame)
     out = probe(tmp_path / "same.mp4")
@@ -264,7 +273,7 @@ def test_frames_are_decoded_lazily(long_clip, monkeypatch):
         counts["opened"] += 1
         return _CountingContainer(real_open(*args, **kwargs), counts)
 
-    monkeypatch.setattr(video.av, "open", counting_open)
+    monkeypatch.setattr(av, "open", counting_open)
     frames = iter_frames(long_clip.path)
     assert counts["opened"] == 0  # nothing is opened or decoded before the first next()
     first = list(itertools.islice(frames, 3))

@@ -65,9 +65,9 @@ def _check_device(preset, device: str, force: bool) -> None:
 def _write_json(path: Path | None, document: dict) -> None:
     if path is None:
         return
-    from longedit.engine import write_json_atomic
+    from longedit.atomic import write_json
 
-    write_json_atomic(Path(path), document)
+    write_json(Path(path), document, what="the bench results")
     typer.echo(f"wrote {path}")
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
@@ -79,7 +83,7 @@ def edit(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the source noise [0].")] = None,
     size: Annotated[Optional[int], typer.Option(help="Short side of the processing size, rounded to 64 [512].")] = None,
     keep_size: Annotated[Optional[bool], typer.Option("--keep-size", help="Write at the processing size instead of the source size.")] = None,
-    window: Annotated[Optional[int], typer.Option(help="Frames per window, 4-32 [planned from --vram or free GPU memory on CUDA; 8 on CPU].")] = None,
+    window: Annotated[Optional[int], typer.Option(min=4, max=32, help="Frames per window, 4-32 [planned from --vram or free GPU memory on CUDA; 8 on CPU].")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Frames between window starts [window/2].")] = None,
     vram: Annotated[Optional[str], typer.Option(help="VRAM budget for the window planner, e.g. 24GB.")] = None,
     overlap_weights: Annotated[Optional[str], typer.Option(help="Merge of overlapping windows: uniform or pyramid [uniform].")] = None,
@@ -122,18 +126,68 @@ def edit(
     values.pop("progress")
     values["preset"] = preset.value if preset is not None else None
     values["objects"] = parse_object_args(object or [])
-    if masks is not None and not values["objects"]:
-        if not masks.is_dir():
-            raise UserError(f"mask folder '{masks}' does not exist", "give --masks DIR made by `longedit masks`")
-        values["objects"] = parse_object_args(sorted(p.name for p in masks.iterdir() if p.is_dir()))
+    if masks is not None:
+        values["objects"] = _objects_with_masks(values["objects"], masks)
     job = build_job(values)
     run_and_summarise(job, work_dir=work_dir, progress=progress)
 
 
-def run_and_summarise(job: EditJob, work_dir: Path | None = None, progress: bool = True) -> dict:
-    from longedit.engine import run_edit
+def _objects_with_masks(objects: list, masks: Path) -> list:
+    """The objects of `--masks DIR`: its word sub-folders when no --object is given, else the given ones,
+    of which at least one must take its region from the masks (a box of its own wins over --masks)."""
+    if not masks.is_dir():
+        raise UserError(f"mask folder '{masks}' does not exist", "give --masks DIR made by `longedit masks`")
+    if not objects:
+        words = sorted(p.name for p in masks.iterdir() if p.is_dir())
+        if not words:
+            raise UserError(
+                f"mask folder '{masks}' has no word sub-folders", "give DIR/WORD/000000.png ... as written by `longedit masks`"
+            )
+        return parse_object_args(words)
+    if all(obj.box is not None or obj.keyframes is not None for obj in objects):
+        raise UserError(
+            f"--masks '{masks}' would be ignored: every --object has a box",
+            "name an object without a box, --object WORD, to take its region from the masks; or drop --masks",
+        )
+    return objects
 
-    report = run_edit(job, work_dir=work_dir, progress=progress)
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops `longedit edit` like Ctrl-C (a KeyboardInterrupt), in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame) -> None:  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted_message(work_dir: Path | None) -> str:
+    """What an interrupted edit left behind: a resumable work folder, or nothing."""
+    if work_dir is not None and work_dir.is_dir() and any(work_dir.iterdir()):
+        return f"interrupted; rerun the same command to resume (checkpoint in {work_dir})"
+    return "interrupted; nothing written"
+
+
+def run_and_summarise(job: EditJob, work_dir: Path | None = None, progress: bool = True) -> dict:
+    """Check the job (video, output, regions, the words against the tokenizer) before any long work, run
+    it and print the summary. Ctrl-C or SIGTERM end it with exit 130 and a line saying what is left."""
+    from longedit.engine import JobInterrupted, preflight, run_edit
+
+    try:
+        with _sigterm_as_interrupt():
+            preflight(job)
+            report = run_edit(job, work_dir=work_dir, progress=progress)
+    except (KeyboardInterrupt, JobInterrupted):
+        typer.echo(_interrupted_message(work_dir), err=True)
+        raise typer.Exit(130) from None
     print_summary(report)
     if job.report is not None:
         typer.echo(f"report: {job.report}")

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from longedit.atomic import disk_error
 from longedit.config import DEFAULT_SAM2_MODEL, ObjectSpec, parse_object_args
 from longedit.errors import UserError
 
@@ -108,6 +109,9 @@ def export_masks(
                 "the file may be damaged; re-encode it",
             )
         _publish(staging, output)
+    except OSError as error:  # a full or read-only disk: one line, no staging folder left
+        shutil.rmtree(staging, ignore_errors=True)
+        raise (disk_error(error, "masks", output) or error) from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

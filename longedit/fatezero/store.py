@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from longedit.atomic import write_json
 
 MANIFEST = "manifest.json"
 BYTES_PER_VALUE = 2  # fp16
@@ -69,9 +70,7 @@ class AttentionDiskStore:
                 path, dtype=np.float16, mode=mode, shape=(max(slot.steps, 1), self.rows, slot.heads, slot.queries, slot.keys)
             )
         if not reuse:
-            temporary = manifest_path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(manifest, indent=2))
-            os.replace(temporary, manifest_path)
+            write_json(manifest_path, manifest, what="the FateZero manifest")
 
     @property
     def rows(self) -> int:

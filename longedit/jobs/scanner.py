@@ -165,9 +165,9 @@ class InboxScanner:
         try:
             data = read_job_mapping(job_file)
         except UserError:
-            return None, InboxEntry(job_file, "ready", "job file is not valid; the worker will fail it"), False
+            return None, self._failing(job_file, "job file is not valid; the worker will fail it"), False
         if not _settings_valid(data):  # a typo fails now, not after waiting for an input that may never come
-            return None, InboxEntry(job_file, "ready", "job file has invalid keys or values; the worker will fail it"), False
+            return None, self._failing(job_file, "job file has invalid keys or values; the worker will fail it"), False
         raw_input = data.get("input")
         if raw_input in (None, ""):
             try:
@@ -181,7 +181,7 @@ class InboxScanner:
                 return None, InboxEntry(job_file, "waiting", f"no video {job_file.stem}.mp4/.mov/.mkv beside it yet"), False
             return video, None, True
         if not isinstance(raw_input, str):
-            return None, InboxEntry(job_file, "ready", "'input' is not a path; the worker will fail it"), False
+            return None, self._failing(job_file, "'input' is not a path; the worker will fail it"), False
         video = Path(raw_input).expanduser()
         video = video if video.is_absolute() else job_file.parent / video
         if not video.exists():
@@ -190,6 +190,15 @@ class InboxScanner:
                 return None, InboxEntry(job_file, "waiting", f"input '{video.name}' is still being written ({partial[0]})"), False
             return None, InboxEntry(job_file, "waiting", f"input '{video}' does not exist yet"), False
         return video, None, False
+
+    @staticmethod
+    def _failing(job_file: Path, reason: str) -> InboxEntry:
+        """A job file the worker will fail: its same-stem video (if any, complete) leaves the inbox with it."""
+        try:
+            companion = find_companion_video(job_file.parent, job_file.stem)
+        except UserError:  # ambiguous: leave the videos where they are
+            companion = None
+        return InboxEntry(job_file, "ready", reason, companion)
 
     @staticmethod
     def _partials(folder: Path) -> list[Path]:

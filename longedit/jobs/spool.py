@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longedit.atomic import write_json
 from longedit.jobs.claim import Claim, ClaimRecord, Owner, read_latest, remove_claim_files, take_over
 from longedit.jobs.jobfile import JOB_SUFFIXES, find_companion_video
 
@@ -50,10 +51,8 @@ def is_partial_name(name: str) -> bool:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temp file + rename so readers never see half a file."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(temp, path)
+    """Write a job folder's JSON (meta, report, error) atomically: readers never see half a file."""
+    write_json(path, data, what="job file")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -64,6 +64,31 @@ def _word_folder(folder: Path, word: str) -> Path:
     )
 
 
+def check_mask_size(folder: str | Path, word: str, width: int, height: int) -> str | None:
+    """Compare the first mask of `folder`/`word` with the video's size before any work starts.
+
+    UserError when the folder or its first mask is missing or the masks have another aspect ratio
+    (they would be stretched); a notice (what will be done) when they only have another size; else None.
+    """
+    source = _word_folder(Path(folder), word)
+    first = source / FRAME_NAME.format(0)
+    if not first.is_file():
+        raise UserError(f"mask folder '{source}' has no {first.name}", "masks are named 000000.png, 000001.png, ...")
+    try:
+        with Image.open(first) as image:
+            mask_w, mask_h = image.size
+    except OSError as error:
+        raise UserError(f"cannot read mask '{first}': {error}", "save it as a PNG") from error
+    if (mask_w, mask_h) == (width, height):
+        return None
+    if abs(mask_w * height - mask_h * width) > max(width, height):  # more than a pixel of stretch
+        raise UserError(
+            f"masks in '{source}' are {mask_w}x{mask_h} but the video is {width}x{height} (another aspect ratio)",
+            f"export the masks at {width}x{height}, e.g. with `longedit masks`",
+        )
+    return f"masks in '{source}' are {mask_w}x{mask_h}, the video is {width}x{height}: scaling the masks to the video"
+
+
 def load_mask_folder(
     folder: str | Path, word: str, frames: int, out_size: tuple[int, int] | None = None
 ) -> Iterator[np.ndarray]:

@@ -1,8 +1,8 @@
-"""Streaming video I/O on PyAV: probe, frame-by-frame decode, atomic H.264 writer with untouched audio.
+"""Atomic H.264 writing on PyAV: `VideoWriter` encodes each RGB frame as it arrives into a temp file
+that is published only when writing succeeded, with the source's audio copied untouched.
 
-Nothing here holds a whole video in memory: `iter_frames` decodes one frame at a time and `VideoWriter`
-encodes each frame as it arrives, so clip length is bounded by disk, not RAM. Every bad input (missing,
-damaged or silent file, unwritable output, output == input) raises `UserError` with a one-line fix.
+Every unusable output (missing or unwritable folder, unsupported suffix, output == input, full disk)
+raises `UserError` with a one-line fix.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -22,376 +20,15 @@ import av
 import numpy as np
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
+from longedit.atomic import AtomicFile, remove_stale_temps
 from longedit.errors import UserError
+from longedit.video.probe import _check_input_file, _open_input, _video_stream
 
 #: Output suffix -> FFmpeg muxer. `.webm` cannot carry H.264, so it is written as Matroska (plays in
 #: ffmpeg/VLC/mpv; browsers may refuse it).
 CONTAINERS: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "matroska"}
 
-_VFR_TOLERANCE_S = 1e-3  # timestamps further than this from an even grid make a clip VFR
-_REORDER_MARGIN = 32  # packets scanned past a seek target: H.264/HEVC reorder at most 16 frames
-_BACKENDS = ("auto", "pyav", "decord")
-_STANDARD_RATES = tuple(Fraction(n, 1001) for n in (24000, 30000, 48000, 60000, 120000))
-_RESIZE_INTERPOLATION = "LANCZOS"
 _MAX_TICKS_PER_S = 16 * 90000
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What `probe` learns about a video file; timestamps are per frame, in presentation order."""
-
-    path: Path
-    width: int
-    height: int
-    frames: int
-    fps: Fraction
-    duration_s: float
-    timestamps: tuple[float, ...]
-    has_audio: bool
-    codec: str
-
-    @property
-    def is_vfr(self) -> bool:
-        """True when the frames are not evenly spaced in time (tolerance 1 ms)."""
-        if self.frames < 3:
-            return False
-        step = (self.timestamps[-1] - self.timestamps[0]) / (self.frames - 1)
-        return any(abs(t - i * step) > _VFR_TOLERANCE_S for i, t in enumerate(self.timestamps))
-
-
-# ----------------------------------------------------------------------------------------- reading
-
-
-def _check_input_file(path: str | Path, what: str = "video") -> Path:
-    """Path of an existing regular file, else a UserError naming the problem."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"cannot read {what} '{path}': file does not exist", "check the path")
-    if path.is_dir():
-        raise UserError(f"cannot read {what} '{path}': it is a directory", "give a video file inside it")
-    if not os.access(path, os.R_OK):
-        raise UserError(f"cannot read {what} '{path}': permission denied", "check the file permissions")
-    return path
-
-
-def _damaged(path: Path, error: Exception) -> UserError:
-    """The UserError for a file FFmpeg cannot parse or decode."""
-    if isinstance(error, av.EOFError):
-        reason = "it ends too early (empty or cut short)"
-    else:
-        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return UserError(
-        f"cannot read video '{path}': not a readable video file: {reason}",
-        "check that it is a complete, undamaged video; re-encode it, e.g. `ffmpeg -i in out.mp4`",
-    )
-
-
-@contextmanager
-def _open_input(path: Path) -> Iterator[av.container.InputContainer]:
-    """Open a media file for reading; FFmpeg errors on open become UserError."""
-    try:
-        container = av.open(str(path), mode="r")
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise _damaged(path, error) from error
-    try:
-        yield container
-    finally:
-        container.close()
-
-
-def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
-    """The first real video stream (cover images are skipped), or a UserError when there is none."""
-    stills = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails
-    for stream in container.streams.video:
-        if not stream.disposition & stills:
-            return stream
-    kinds = ", ".join(sorted({s.type for s in container.streams}))
-    contents = f"only {kinds}" if kinds else "no streams at all"
-    raise UserError(
-        f"cannot read video '{path}': it has no video stream ({contents})", "give a file with a video track"
-    )
-
-
-def _frame_packets(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.Packet]:
-    """Demux the packets that carry a frame (skips the empty flush packet and discarded packets)."""
-    for packet in container.demux(stream):
-        if packet.size > 0 and not packet.is_discard:
-            yield packet
-
-
-def _scan_timestamps(
-    container: av.container.InputContainer, stream: av.VideoStream, path: Path
-) -> tuple[list[int], int] | None:
-    """All frame pts (sorted, stream time base) and the last frame's duration, by demuxing (no decoding).
-
-    None when the container stores no pts (raw .h264 streams, some AVIs): the caller decodes instead.
-    """
-    pts: list[int] = []
-    max_pts = last_duration = 0
-    try:
-        for packet in _frame_packets(container, stream):
-            if packet.pts is None:
-                return None
-            if not pts or packet.pts > max_pts:
-                max_pts, last_duration = packet.pts, packet.duration or 0
-            pts.append(packet.pts)
-    except av.FFmpegError as error:
-        raise _damaged(path, error) from error
-    pts.sort()
-    return pts, last_duration
-
-
-def _decode_timestamps(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> list[int]:
-    """Frame pts by full decoding of a fresh container; frames without pts go on the nominal rate."""
-    rate = stream.guessed_rate or stream.average_rate or Fraction(24)
-    step = 1 / (Fraction(rate) * stream.time_base)
-    pts: list[int] = []
-    for index, frame in enumerate(_decoded(container, stream, path)):
-        pts.append(frame.pts if frame.pts is not None else round(index * step))
-    return sorted(pts)
-
-
-def _first_frame(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> av.VideoFrame:
-    """Decode the first frame: proves the codec is supported and the data is decodable."""
-    frame = next(_decoded(container, stream, path), None)
-    if frame is None:
-        raise UserError(f"cannot read video '{path}': it has no decodable frames", "check that the file is complete")
-    return frame
-
-
-def _snap_rate(estimate: Fraction, seconds: list[float], candidates: Sequence[Fraction | None], tick: float) -> Fraction:
-    """The simplest nominal rate that puts every frame within 1 ms (or one tick) of its timestamp."""
-    tolerance = max(_VFR_TOLERANCE_S, tick) + 1e-9
-    for rate in [*candidates, *_STANDARD_RATES, Fraction(round(estimate))]:
-        if rate and rate > 0 and all(abs(t - i / rate) <= tolerance for i, t in enumerate(seconds)):
-            return Fraction(rate)
-    return estimate.limit_denominator(1001)
-
-
-def _rate_and_duration(pts: list[int], last_duration: int, stream: av.VideoStream) -> tuple[Fraction, float]:
-    """Average frame rate (a clean Fraction such as 30000/1001 for constant-rate video) and duration."""
-    time_base = stream.time_base
-    nominal = [stream.average_rate, stream.guessed_rate, stream.base_rate]
-    if len(pts) < 2:
-        rate = next((Fraction(r) for r in nominal if r), Fraction(24))
-        duration = float(last_duration * time_base) if last_duration else float(1 / rate)
-        return rate, duration
-    span = (pts[-1] - pts[0]) * time_base
-    seconds = [float((p - pts[0]) * time_base) for p in pts]
-    estimate = Fraction(len(pts) - 1) / span if span > 0 else Fraction(24)
-    rate = _snap_rate(estimate, seconds, nominal, float(time_base))
-    uneven = any(abs(t - i / rate) > _VFR_TOLERANCE_S + float(time_base) for i, t in enumerate(seconds))
-    if not uneven:
-        return rate, float(len(pts) / rate)
-    last = last_duration * time_base if last_duration else span / (len(pts) - 1)
-    return estimate.limit_denominator(1001), float(span + last)
-
-
-def probe(path: str | Path) -> VideoInfo:
-    """Read size, exact frame count, rate and per-frame timestamps of a video without decoding it all.
-
-    Frames are counted from the demuxed packets (stream.frames is unreliable or zero in many containers)
-    and the first frame is decoded to prove the file is readable.
-    """
-    path = _check_input_file(path)
-    with _open_input(path) as container:  # each pass opens the file afresh: raw streams cannot seek
-        stream = _video_stream(container, path)
-        scanned = _scan_timestamps(container, stream, path)
-    if scanned is None:
-        with _open_input(path) as container:
-            scanned = _decode_timestamps(container, _video_stream(container, path), path), 0
-    pts, last_duration = scanned
-    if not pts:
-        raise UserError(f"cannot read video '{path}': it has zero frames", "check that the file is complete")
-    with _open_input(path) as container:
-        stream = _video_stream(container, path)
-        first = _first_frame(container, stream, path)
-        fps, duration = _rate_and_duration(pts, last_duration, stream)
-        return VideoInfo(
-            path=path,
-            width=first.width,
-            height=first.height,
-            frames=len(pts),
-            fps=fps,
-            duration_s=duration,
-            timestamps=tuple(float((p - pts[0]) * stream.time_base) for p in pts),
-            has_audio=bool(container.streams.audio),
-            codec=stream.codec_context.name,
-        )
-
-
-def _decoded(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> Iterator[av.VideoFrame]:
-    """Decode frames one at a time in presentation order; FFmpeg errors become UserError."""
-    frames = container.decode(stream)
-    while True:
-        try:
-            frame = next(frames)
-        except (StopIteration, av.EOFError):
-            return
-        except av.FFmpegError as error:
-            raise _damaged(path, error) from error
-        yield frame
-
-
-def _seek_target(container: av.container.InputContainer, stream: av.VideoStream, index: int) -> int | None:
-    """pts of frame `index` (presentation order) by demuxing just far enough; -1 past the end, None if unknown."""
-    pts: list[int] = []
-    for packet in _frame_packets(container, stream):
-        if packet.pts is None:
-            return None
-        pts.append(packet.pts)
-        if len(pts) > index + _REORDER_MARGIN:
-            break
-    if len(pts) <= index:
-        return -1
-    return sorted(pts)[index]
-
-
-def _seeked_frames(
-    container: av.container.InputContainer, stream: av.VideoStream, target: int, path: Path
-) -> Generator[av.VideoFrame, None, bool]:
-    """Frames from pts `target` on, via a seek to the keyframe before it.
-
-    Returns False, having yielded nothing, when the file cannot seek or the seek lands past the target.
-    """
-    try:
-        container.seek(target, stream=stream, backward=True, any_frame=False)
-    except av.FFmpegError:
-        return False
-    frames = _decoded(container, stream, path)
-    for frame in frames:
-        if frame.pts is None or frame.pts > target:
-            return False
-        if frame.pts == target:
-            yield frame
-            yield from frames
-            return True
-    return False
-
-
-def _opened_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
-    """The video stream, set up for multi-threaded decoding."""
-    stream = _video_stream(container, path)
-    stream.thread_type = "AUTO"
-    return stream
-
-
-def _frames_from(path: Path, start: int) -> Iterator[av.VideoFrame]:
-    """Decoded frames from frame `start` on: seeks to the keyframe before it when the file allows,
-    else decodes from the beginning and drops the first `start` frames."""
-    if start > 0:
-        with _open_input(path) as container:
-            stream = _opened_stream(container, path)
-            target = _seek_target(container, stream, start)
-            if target == -1:
-                return
-            if target is not None and (yield from _seeked_frames(container, stream, target, path)):
-                return
-    with _open_input(path) as container:
-        stream = _opened_stream(container, path)
-        for index, frame in enumerate(_decoded(container, stream, path)):
-            if index >= start:
-                yield frame
-
-
-def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
-    """HxWx3 uint8 RGB, resized with Lanczos when `size` (width, height) differs from the frame."""
-    if size is None or size == (frame.width, frame.height):
-        return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation=_RESIZE_INTERPOLATION)
-
-
-def _iter_pyav(path: Path, size: tuple[int, int] | None, start: int, end: int | None) -> Iterator[np.ndarray]:
-    """The PyAV decode loop behind `iter_frames`."""
-    index = start
-    for frame in _frames_from(path, start):
-        if end is not None and index >= end:
-            return
-        yield _to_rgb(frame, size)
-        index += 1
-
-
-def _iter_decord(path: Path, size: tuple[int, int] | None, start: int, end: int | None) -> Iterator[np.ndarray]:
-    """The decord decode loop behind `iter_frames(backend="decord")` (decord resizes while decoding)."""
-    import decord  # noqa: PLC0415 - optional extra, checked by the caller
-
-    kwargs = {"width": size[0], "height": size[1]} if size else {}
-    try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), **kwargs)
-    except Exception as error:  # decord raises its own DECORDError
-        raise _damaged(path, error) from error
-    stop = len(reader) if end is None else min(end, len(reader))
-    for index in range(start, stop):
-        yield reader[index].asnumpy()
-
-
-def _check_range(start: int, end: int | None) -> None:
-    """Reject negative or reversed frame ranges."""
-    if start < 0 or (end is not None and end < start):
-        raise UserError(f"bad frame range start={start}, end={end}", "use 0 <= start <= end")
-
-
-def _check_size(size: tuple[int, int] | None) -> None:
-    """Reject non-positive output sizes."""
-    if size is not None and (len(size) != 2 or min(size) < 1):
-        raise UserError(f"bad frame size {size}", "give (width, height) with both at least 1")
-
-
-def _pick_backend(backend: str) -> str:
-    """'pyav' or 'decord'; UserError for unknown names or a missing decord."""
-    if backend not in _BACKENDS:
-        raise UserError(f"unknown video backend '{backend}'", f"use one of {', '.join(_BACKENDS)}")
-    if backend != "decord":
-        return "pyav"
-    try:
-        import decord  # noqa: F401, PLC0415
-    except ImportError as error:
-        raise UserError(
-            "video backend 'decord' was requested but decord is not installed",
-            "pip install 'longedit[decord]' or use backend 'pyav'",
-        ) from error
-    return "decord"
-
-
-def iter_frames(
-    path: str | Path,
-    size: tuple[int, int] | None = None,
-    start: int = 0,
-    end: int | None = None,
-    backend: str = "auto",
-) -> Iterator[np.ndarray]:
-    """Yield frames [start, end) as HxWx3 uint8 RGB, decoded lazily one at a time.
-
-    `size` is (width, height). Arguments and the file's existence are checked now; the file is opened on
-    the first `next()`. A `start` > 0 seeks to the keyframe before it rather than decoding from frame 0.
-    """
-    path = _check_input_file(path)
-    _check_range(start, end)
-    _check_size(size)
-    size = None if size is None else (int(size[0]), int(size[1]))
-    if _pick_backend(backend) == "decord":
-        return _iter_decord(path, size, start, end)
-    return _iter_pyav(path, size, start, end)
-
-
-def processing_size(width: int, height: int, short_side: int = 512) -> tuple[int, int]:
-    """Size (width, height) for Stable Diffusion: both multiples of 64, short side ~`short_side`, aspect kept.
-
-    The short side becomes `short_side` rounded to a multiple of 64 (at least 64), the long side the
-    multiple of 64 nearest the scaled length, e.g. (640, 272) -> (1216, 512), (1280, 720) -> (896, 512).
-    """
-    if width < 1 or height < 1:
-        raise UserError(f"bad video size {width}x{height}", "the video must have at least one pixel")
-    short = max(64, round(short_side / 64) * 64)
-    scale = short / min(width, height)
-
-    def snap(side: int) -> int:
-        return short if side == min(width, height) else max(64, round(side * scale / 64) * 64)
-
-    return snap(width), snap(height)
-
-
-# ----------------------------------------------------------------------------------------- writing
 
 
 def time_base_for(fps: Fraction) -> Fraction:
@@ -600,8 +237,10 @@ def _has_audio(path: Path) -> bool:
 class VideoWriter:
     """Encode RGB frames to H.264/yuv420p, atomically: the file appears only when writing succeeded.
 
-    Frames go to a hidden `.{name}.{pid}.part` file next to the output, moved into place on a clean
-    exit (`close()` or the end of a `with` block); on an exception or `abort()` it is deleted. Odd
+    Frames go to a hidden `.{name}.{pid}.{random}.part` file next to the output (`longedit.atomic`),
+    moved into place on a clean exit (`close()` or the end of a `with` block); on an exception or
+    `abort()` it is deleted, and partial files of this output left by killed processes are removed
+    when a new writer starts. A full or read-only disk is a one-line UserError. Odd
     widths/heights are encoded at the even size below (the last column/row is cropped) because yuv420p
     needs even sizes. With `timestamps` (seconds, one per frame, e.g. `VideoInfo.timestamps`) they become
     the pts, so VFR and 30000/1001 timing survive exactly (rebased so the first frame is at 0); otherwise
@@ -624,21 +263,30 @@ class VideoWriter:
         self.width, self.height = int(width), int(height)
         self.fps = Fraction(fps)
         self._check_args(audio_source)
+        self._warn_if_cropped()
         self._format = container_format(self.path)
         self._time_base = time_base_for(self.fps)
         self._pts = None if timestamps is None else self._timestamps_to_pts(timestamps)
         self._frames = 0
         self._last_pts = -1
         self._closed = False
-        self._tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.part"
-        self._container = av.open(str(self._tmp), mode="w", format=self._format, options=self._muxer_options())
+        remove_stale_temps(self.path)
+        self._file = AtomicFile(self.path, "video", suffix=".part")
+        self._tmp = self._file.temp
         self._audio: _AudioPump | None = None
+        try:
+            self._container = av.open(str(self._tmp), mode="w", format=self._format, options=self._muxer_options())
+        except OSError as error:
+            raise self._file.fail(error) from error
         try:
             self._stream = self._add_video_stream(codec, crf)
             if audio_source is not None and _has_audio(Path(audio_source)):
                 shift = 0.0 if timestamps is None else float(timestamps[0])
                 self._audio = _AudioPump(Path(audio_source), self._container, self._format, self.path, shift)
             self._container.start_encoding()  # creates the temp file and checks codec settings now
+        except OSError as error:
+            self.abort()
+            raise self._file.fail(error) from error
         except BaseException:
             self.abort()
             raise
@@ -659,6 +307,18 @@ class VideoWriter:
             raise UserError(f"cannot write a {self.width}x{self.height} video", "frames must be at least 2x2 pixels")
         if self.fps <= 0:
             raise UserError(f"bad frame rate {self.fps}", "give a positive fps such as 24 or 30000/1001")
+
+    def _warn_if_cropped(self) -> None:
+        """Say so when an odd width or height loses its last column or row (yuv420p needs even sizes)."""
+        lost = [side for side, size in (("column", self.width), ("row", self.height)) if size % 2]
+        if lost:
+            warnings.warn(
+                f"'{self.path.name}' is written at {_even(self.width)}x{_even(self.height)}: H.264 (yuv420p) needs "
+                f"even sizes, so the last {' and the last '.join(lost)} of the {self.width}x{self.height} frames "
+                "are cropped",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _muxer_options(self) -> dict[str, str]:
         """MP4/MOV: put the index first so players can start before the whole file is read."""
@@ -710,7 +370,11 @@ class VideoWriter:
         image = np.ascontiguousarray(frame[: _even(self.height), : _even(self.width)])
         video_frame = rgb_to_av_frame(image, "yuv420p", self._next_pts(), self._time_base)
         self._last_pts = video_frame.pts
-        self._mux(self._stream.encode(video_frame))
+        try:
+            self._mux(self._stream.encode(video_frame))
+        except OSError as error:  # a full disk: the partial file goes, the error says so in one line
+            self.abort()
+            raise self._file.fail(error) from error
         self._frames += 1
 
     def _mux(self, packets: list[av.Packet]) -> None:
@@ -739,11 +403,14 @@ class VideoWriter:
                 self._audio.finish(self._end_s())
             self._container.close()
             self._close_audio()
-            os.replace(self._tmp, self.path)
+        except OSError as error:
+            self.abort()
+            raise self._file.fail(error) from error
         except BaseException:
             self.abort()
             raise
         self._closed = True
+        self._file.commit()
 
     def _close_audio(self) -> None:
         """Close the audio source, if any."""
@@ -759,7 +426,7 @@ class VideoWriter:
         except Exception:  # noqa: BLE001 - the file is being thrown away
             pass
         self._close_audio()
-        self._tmp.unlink(missing_ok=True)
+        self._file.discard()
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -1,0 +1,149 @@
+"""Publishing files atomically: write a hidden temp file beside the target, fsync, rename.
+
+Readers (a player, `watch`, another worker) see the whole old file or the whole new one, never half a
+file; a crash or a full disk leaves the target untouched and removes its own temp file. A full,
+read-only or forbidden disk (ENOSPC, EDQUOT, EROFS, EACCES/EPERM) becomes a one-line `UserError`
+naming what could not be written, where, and the space it needs when the caller knows it.
+
+`atomic_write` is the context manager for files written from Python; `AtomicFile` is the same steps
+for writers that need the temp path and finish later (the video writer); `write_json` is the
+one-liner for JSON documents (reports, job metadata, manifests).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from longedit.errors import UserError
+
+#: errno values that mean "this disk cannot take the file", not a bug: they become UserError.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _size(nbytes: int) -> str:
+    """Human size, e.g. 1.5 MB."""
+    value = float(nbytes)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def disk_error(error: OSError, what: str, path: Path, needed: int | None = None) -> UserError | None:
+    """The UserError for a disk that cannot take `path` (full, quota, read-only, forbidden); None otherwise."""
+    if error.errno not in DISK_ERRORS:
+        return None
+    reason = os.strerror(error.errno).lower()
+    need = f"; it needs about {_size(needed)}" if needed else ""
+    fix = "free some space or pick a folder on another disk" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (
+        "pick a folder you can write to"
+    )
+    return UserError(f"cannot write {what} '{path}': {reason}{need}", fix)
+
+
+class AtomicFile:
+    """A hidden temp file beside `target`; `commit()` publishes it, `discard()` removes it."""
+
+    def __init__(self, target: str | Path, what: str = "file", suffix: str = ".tmp", needed: int | None = None) -> None:
+        self.target = Path(target)
+        self.what = what
+        self.needed = needed
+        self.temp = self.target.parent / f".{self.target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"
+
+    def fail(self, error: OSError) -> BaseException:
+        """Remove the temp file; the UserError to raise instead of `error` when the disk is at fault, else `error`."""
+        self.discard()
+        return disk_error(error, self.what, self.target, self.needed) or error
+
+    def commit(self) -> None:
+        """fsync the temp file and rename it onto the target (the temp file is gone either way)."""
+        try:
+            fd = os.open(self.temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self.temp, self.target)
+        except OSError as error:
+            raise self.fail(error) from error
+
+    def discard(self) -> None:
+        """Remove the temp file (no error when it is already gone)."""
+        try:
+            self.temp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (permission errors count as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temps(target: str | Path) -> list[Path]:
+    """Remove temp files of `target` (`.NAME.PID.*`) whose process is gone: leftovers of killed runs.
+
+    Temp files of live processes (another writer of the same name right now) are left alone. Returns
+    what was removed.
+    """
+    target = Path(target)
+    prefix = f".{target.name}."
+    removed = []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(prefix) :].split(".", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                (target.parent / name).unlink()
+                removed.append(target.parent / name)
+            except OSError:
+                pass
+    return removed
+
+
+@contextmanager
+def atomic_write(
+    target: str | Path, mode: str = "w", *, what: str = "file", encoding: str | None = "utf-8", needed: int | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temp file beside `target` for writing; on a clean exit it replaces `target` atomically.
+
+    `mode` is "w" (text) or "wb"; on any exception the temp file is removed and `target` is untouched,
+    and a full or read-only disk raises a one-line UserError instead of the OSError.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write writes new files: mode must be 'w' or 'wb', not {mode!r}")
+    file = AtomicFile(target, what, needed=needed)
+    try:
+        with open(file.temp, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+    except OSError as error:
+        raise file.fail(error) from error
+    except BaseException:
+        file.discard()
+        raise
+    file.commit()
+
+
+def write_json(path: str | Path, data: Any, what: str = "file") -> None:
+    """Write `data` as indented JSON to `path` atomically (values JSON cannot hold are written as str)."""
+    text = json.dumps(data, indent=2, default=str)
+    with atomic_write(path, what=what, needed=len(text.encode("utf-8"))) as handle:
+        handle.write(text)

@@ -1,0 +1,35 @@
+"""Streaming video I/O on PyAV: probe, frame-by-frame decode, atomic H.264 writer with untouched audio.
+
+Nothing here holds a whole video in memory: `iter_frames` decodes one frame at a time and `VideoWriter`
+encodes each frame as it arrives, so clip length is bounded by disk, not RAM. Every bad input (missing,
+damaged or silent file, unwritable output, output == input) raises `UserError` with a one-line fix.
+
+`probe` (size, frames, rate, timestamps), `decode` (`iter_frames`) and `encode` (`VideoWriter`) are
+separate modules; the names below are the package's public API.
+"""
+
+from longedit.video.decode import iter_frames, processing_size
+from longedit.video.encode import (
+    CONTAINERS,
+    VideoWriter,
+    add_video_stream,
+    check_output_path,
+    container_format,
+    rgb_to_av_frame,
+    time_base_for,
+)
+from longedit.video.probe import VideoInfo, probe
+
+__all__ = [
+    "CONTAINERS",
+    "VideoInfo",
+    "VideoWriter",
+    "add_video_stream",
+    "check_output_path",
+    "container_format",
+    "iter_frames",
+    "probe",
+    "processing_size",
+    "rgb_to_av_frame",
+    "time_base_for",
+]
