@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from longedit.atomic import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 TRAJECTORY_NAME = "inversion-trajectory.f16"
@@ -58,17 +59,10 @@ def job_fingerprint(settings: dict, input_path: Path, frames: int) -> str:
 
 
 def save(work_dir: Path, state: RunState) -> None:
-    """Atomic write: a temp file in the same folder, fsync, rename; the temp file never outlives a failure."""
+    """Atomic write (`longedit.atomic`): a full disk is a one-line UserError and leaves no temp file."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    temporary = work_dir / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(state.as_dict(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, work_dir / CHECKPOINT_NAME)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_write(work_dir / CHECKPOINT_NAME, "wb", what="the checkpoint") as handle:
+        torch.save(state.as_dict(), handle)
 
 
 def load(work_dir: Path | None, fingerprint: str) -> RunState | None:

@@ -9,6 +9,7 @@ import torch
 
 from longedit import checkpoint
 from longedit.checkpoint import CHECKPOINT_NAME, RunState, Trajectory
+from longedit.errors import UserError
 
 
 def _state(fingerprint: str = "abc") -> RunState:
@@ -47,7 +48,7 @@ def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_no_temp_file(tmp_path
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="cannot write the checkpoint"):
         checkpoint.save(tmp_path, _state())
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]
     assert checkpoint.load(tmp_path, "abc") is not None
