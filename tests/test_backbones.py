@@ -1,7 +1,6 @@
 """Backbones beyond SD: detection, the text-to-video UNet3D adapter, Tune-A-Video checkpoint loading."""
 
 import json
-from fractions import Fraction
 
 import pytest
 import torch
@@ -24,7 +23,6 @@ from longedit.editor import MAP_SCALE, LoopSettings, VideoEditor
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks
 from longedit.models import load_backbone
-from longedit.samples import make_clip
 from longedit.words import word_tokens
 from rad_helpers import one_rad_step
 
@@ -40,11 +38,6 @@ def t2v_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def t2v_backbone(t2v_dir):
     return load_backbone(str(t2v_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=6, width=64, height=64, fps=Fraction(24)).path
 
 
 def edit_args(clip, out, model, *extra):

@@ -16,7 +16,6 @@ from test_jobs_helpers import (
     cli_env,
     copy_runner,
     longedit_cmd,
-    make_video,
     run_in_thread,
     wait_for,
     write_job,
@@ -32,11 +31,6 @@ from longedit.jobs.spool import Spool, claim_from_inbox
 from longedit.jobs.status import collect_status, format_table
 from longedit.jobs.watcher import WatchOptions, Watcher
 from longedit.jobs.worker import LocalExecutor, RetryPolicy
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return make_video(tmp_path_factory.mktemp("clip") / "clip.mp4")
 
 
 def _watcher(root: Path, runner=copy_runner, **options) -> Watcher:
