@@ -280,7 +280,7 @@ def probe_window_costs(
     RAD's guided update (`VideoEditor.rad_update`, when there are words) then the CFG forward
     (`VideoEditor.guided_eps`), the two passes of an edit step. `height`/`width` are latent sizes.
     """
-    from longedit.bench.memory import DevicePeak, module_bytes
+    from longedit.memory import DevicePeak, module_bytes
     from longedit.editor import MAP_SCALE, VideoEditor
     from longedit.masks import ObjectMasks
     from longedit.words import WordTokens, word_tokens

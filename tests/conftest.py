@@ -43,7 +43,7 @@ def tiny_backbone():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model saved as a diffusers folder, to be loaded back through from_pretrained."""
-    from longedit.testing import save_tiny_model
+    from longedit.random_models import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")
 
