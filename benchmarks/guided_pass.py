@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import torch
 
-from longedit.bench.memory import TensorMemoryTracker, saved_tensor_bytes
+from longedit.memory import TensorMemoryTracker, saved_tensor_bytes
 from longedit.bench.presets import PRESETS, build_backbone
 from longedit.bench.run import PROMPT, SOURCE_PROMPT, WORD, bench_inputs, mode_settings
 from longedit.editor import MAP_SCALE, VideoEditor

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
+from longedit.backbones.registry import temporal_layer_pattern
 from longedit.kernels.word_attention import word_attention_maps
 
 
@@ -206,7 +207,7 @@ class CaptureCrossAttnProcessor:
 
 
 _BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^(mid_block)\.")
-_TEMPORAL_RE = re.compile(r"(^|\.)(transformer_in|temp_attentions|tuneavideo_temporal)(\.|$)")
+_TEMPORAL_RE = temporal_layer_pattern()  # every backbone kind's temporal layers (longedit.backbones.registry)
 
 
 def is_temporal_layer(name: str) -> bool:

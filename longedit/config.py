@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from longedit.backbones.registry import BACKBONE_CHOICES
 from longedit.errors import UserError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -129,7 +130,7 @@ class EditJob(BaseModel):
     sam2_model: str = DEFAULT_SAM2_MODEL
 
     model: str = Field(default_factory=default_model)
-    backbone: Literal["auto", "sd", "t2v", "tuneavideo"] = "auto"
+    backbone: Literal[BACKBONE_CHOICES] = "auto"  # auto or a registered kind (longedit.backbones.registry)
     local_files_only: bool = False
     device: str = "auto"
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"

@@ -28,7 +28,7 @@ from longedit.config import EditJob, ObjectSpec
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
 from longedit.editor import LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
-from longedit.errors import UserError
+from longedit.errors import JobInterrupted, UserError
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
@@ -39,10 +39,6 @@ from longedit.words import WordTokens, word_tokens
 VAE_CHUNK = 8
 DEFAULT_WINDOW = {"cuda": 16, "cpu": 8}
 TINY_WARNING = "--model tiny is a random model for smoke runs: its output is not a meaningful edit"
-
-
-class JobInterrupted(Exception):
-    """Raised by run_edit when its stop event was set; a checkpoint was saved first."""
 
 
 @dataclass

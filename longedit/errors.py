@@ -1,4 +1,8 @@
-"""User-facing errors: one line that names the problem and the fix; the CLI exits 2 without a traceback."""
+"""The errors that cross module boundaries.
+
+`UserError`: bad input; one line that names the problem and the fix, the CLI exits 2 without a traceback.
+`JobInterrupted`: a run stopped at a checkpoint because it was asked to; the job can resume.
+"""
 
 from __future__ import annotations
 
@@ -13,3 +17,7 @@ class UserError(Exception):
         super().__init__(message)
         self.problem = problem
         self.fix = fix
+
+
+class JobInterrupted(Exception):
+    """Raised by `run_edit` (or any runner) when its stop event was set; a checkpoint was saved first."""

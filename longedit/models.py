@@ -94,7 +94,7 @@ def _load_error(model: str, error: Exception) -> UserError:
 def load_tokenizer(model: str, local_files_only: bool = False):
     """Only the tokenizer of `model` (word checks without loading the networks)."""
     if model == TINY:
-        from longedit.tiny import build_tiny_tokenizer
+        from longedit.random_models import build_tiny_tokenizer
 
         return build_tiny_tokenizer()
     from transformers import CLIPTokenizer
@@ -110,7 +110,8 @@ def _load_components(model: str, local_files_only: bool, backbone: str = "auto")
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from longedit.backbones import load_unet, resolve_backbone_kind
+    from longedit.backbones.detect import resolve_backbone_kind
+    from longedit.backbones.registry import backbone_kind
 
     source = _model_source(model)
     kwargs = {"local_files_only": local_files_only}
@@ -120,7 +121,7 @@ def _load_components(model: str, local_files_only: bool, backbone: str = "auto")
             warnings.simplefilter("ignore")
             return {
                 "kind": kind,
-                "unet": load_unet(kind, source, local_files_only),
+                "unet": backbone_kind(kind).load_unet(source, local_files_only),
                 "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs),
                 "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs),
                 "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs),
@@ -140,7 +141,7 @@ def load_backbone(
     target = resolve_device(device)
     precision = resolve_dtype(dtype, target)
     if model == TINY:
-        from longedit.tiny import build_tiny_components
+        from longedit.random_models import build_tiny_components
 
         if backbone not in ("auto", "sd"):
             raise UserError(f"--model tiny is a Stable Diffusion model, not --backbone {backbone}", "use --backbone auto")

@@ -12,7 +12,7 @@ dtype and loop settings by running the guided pass + the CFG forward of one wind
 lengths (`PROBE_LENGTHS`), fits the line, and picks the largest L in [4, 32] whose predicted
 memory stays under `HEADROOM` of the budget. Stride is L/2 (Gen-L-Video).
 
-How memory is measured (see `longedit.bench.memory`):
+How memory is measured (see `longedit.memory`):
 * CUDA: `torch.cuda.max_memory_allocated` (absolute, so the resident weights are in `fixed`).
 * elsewhere: the peak bytes of tensors created during the probe (`TensorMemoryTracker`),
   plus the resident bytes of the model's parameters and buffers. A CPU budget is therefore
@@ -280,8 +280,8 @@ def probe_window_costs(
     (`longedit.editor.denoise`): RAD's guided update (when there are words) then the CFG forward, the
     two passes of an edit step. `height`/`width` are latent sizes.
     """
-    from longedit.bench.memory import DevicePeak, module_bytes
     from longedit.editor import VideoEditor, denoise
+    from longedit.memory import DevicePeak, module_bytes
     from longedit.masks import ObjectMasks
     from longedit.words import WordTokens, word_tokens
 

@@ -21,6 +21,12 @@ def clip_factory(tmp_path: Path) -> Callable[..., SampleClip]:
 
 
 @pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-frame 64x64 clip (24 fps) shared by tests that only read or copy it (never write to it)."""
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=6, width=64, height=64).path
+
+
+@pytest.fixture(scope="session")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> SampleClip:
     """A 1,000-frame 64x64 clip (24 fps) shared by tests that only read it."""
     return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=1000, width=64, height=64)
@@ -37,7 +43,7 @@ def tiny_backbone():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model saved as a diffusers folder, to be loaded back through from_pretrained."""
-    from longedit.testing import save_tiny_model
+    from longedit.random_models import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")
 

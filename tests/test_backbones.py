@@ -1,15 +1,13 @@
 """Backbones beyond SD: detection, the text-to-video UNet3D adapter, Tune-A-Video checkpoint loading."""
 
 import json
-from fractions import Fraction
 
 import pytest
 import torch
 
 from longedit.attention import CaptureCrossAttnProcessor, CrossFrameAttnProcessor
-from longedit.backbones import build_bench_backbone, detect_backbone_kind
 from longedit.backbones.adapters import adapter_for
-from longedit.backbones.tiny import save_tiny_model
+from longedit.backbones.detect import detect_backbone_kind
 from longedit.backbones.tuneavideo import (
     TEMPORAL_CHILD,
     FrameGroupNorm,
@@ -19,32 +17,33 @@ from longedit.backbones.tuneavideo import (
     tuneavideo_config,
     tuneavideo_target_key,
 )
+from longedit.bench.presets import PRESETS, build_backbone
 from longedit.cli import main
 from longedit.editor import MAP_SCALE, LoopSettings, VideoEditor
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks
 from longedit.models import load_backbone
-from longedit.samples import make_clip
+from longedit.random_models import build_tiny_components, save_tiny_model
 from longedit.words import word_tokens
 from rad_helpers import one_rad_step
 
 SOURCE, PROMPT = "a car on a road", "a robot on a road"
 
 
+def bench_backbone(kind: str):
+    """The tiny bench model of `kind` on CPU (what `longedit bench backbones --preset tiny` runs)."""
+    return build_backbone(PRESETS["tiny"], torch.device("cpu"), torch.float32, kind=kind)
+
+
 @pytest.fixture(scope="module")
 def t2v_dir(tmp_path_factory):
     """The tiny text-to-video model saved with save_pretrained (TextToVideoSDPipeline layout)."""
-    return save_tiny_model("t2v", tmp_path_factory.mktemp("models") / "tiny-t2v")
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-t2v", "t2v")
 
 
 @pytest.fixture(scope="module")
 def t2v_backbone(t2v_dir):
     return load_backbone(str(t2v_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=6, width=64, height=64, fps=Fraction(24)).path
 
 
 def edit_args(clip, out, model, *extra):
@@ -141,8 +140,6 @@ def test_edit_command_runs_on_the_tiny_t2v_model(clip, tmp_path, t2v_dir):
 # ------------------------------------------------------------------------------- Tune-A-Video
 def fake_tuneavideo_state(seed: int = 0):
     """A TAV-layout checkpoint made by hand from the tiny SD UNet: its keys + attn_temp/norm_temp tensors."""
-    from longedit.tiny import build_tiny_components
-
     unet = build_tiny_components(seed)["unet"]
     generator = torch.Generator().manual_seed(seed + 1)
     state = dict(unet.state_dict())
@@ -206,7 +203,7 @@ def test_tuneavideo_mapping_accepts_the_old_downsampler_alias_and_refuses_foreig
 
 
 def test_tuneavideo_temporal_layers_mix_frames_and_norms_span_the_clip():
-    backbone = build_bench_backbone("tuneavideo")
+    backbone = bench_backbone("tuneavideo")
     unet = backbone.unet
     norms = [m for n, m in unet.named_modules() if isinstance(m, FrameGroupNorm)]
     assert norms and any(n == "conv_norm_out" for n, m in unet.named_modules() if isinstance(m, FrameGroupNorm))
@@ -229,7 +226,7 @@ def test_tuneavideo_temporal_layers_mix_frames_and_norms_span_the_clip():
 
 @pytest.mark.slow
 def test_edit_command_runs_on_a_tuneavideo_folder(clip, tmp_path):
-    folder = save_tiny_model("tuneavideo", tmp_path / "tiny-tav")
+    folder = save_tiny_model(tmp_path / "tiny-tav", "tuneavideo")
     out, report_path = tmp_path / "out.mp4", tmp_path / "report.json"
     code = main(edit_args(clip, out, folder, "--object", "duck=10,10,40,40", "--report", str(report_path)))
     assert code == 0 and out.is_file()
@@ -239,7 +236,7 @@ def test_edit_command_runs_on_a_tuneavideo_folder(clip, tmp_path):
 # ------------------------------------------------------------------------------------- bench
 @pytest.mark.parametrize("kind", ["sd", "t2v", "tuneavideo"])
 def test_bench_backbones_run_an_edit_step(kind):
-    backbone = build_bench_backbone(kind)
+    backbone = bench_backbone(kind)
     assert backbone.kind == kind and not any(p.requires_grad for p in backbone.unet.parameters())
     words = [word_tokens(backbone.tokenizer, PROMPT, "robot")]
     editor = VideoEditor(backbone, LoopSettings(steps=2, guided_steps=1, kernel_backend="reference"), SOURCE, PROMPT, words)

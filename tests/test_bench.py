@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from longedit.bench.memory import TensorMemoryTracker, saved_tensor_bytes
+from longedit.memory import TensorMemoryTracker, saved_tensor_bytes
 from longedit.bench.run import MODES, bench_inputs, mode_settings
 from longedit.cli import main
 from longedit.editor import MAP_SCALE, VideoEditor

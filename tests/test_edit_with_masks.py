@@ -1,21 +1,14 @@
 """Masks from SAM2 drive the edit: `masks` -> `edit --masks DIR` round trip and `edit --track sam2`."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from longedit.cli import main
-from longedit.samples import make_clip
 from longedit.video import probe
 
 BASE = ["--model", "tiny", "--quiet", "--source-prompt", "a red square on a road", "--prompt", "a yellow duck on a road",
         "--steps", "1", "--size", "64", "--window", "4", "--stride", "2"]
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("sam") / "clip.mp4", frames=6, width=64, height=64).path
 
 
 @pytest.mark.slow

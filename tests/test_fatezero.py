@@ -1,7 +1,6 @@
 """FateZero attention fusion: prompt alignment, the on-disk map store, blending masks, fusion in the loop."""
 
 import json
-from fractions import Fraction
 
 import pytest
 import torch
@@ -22,7 +21,6 @@ from longedit.fatezero import (
     spatial_size,
     store_slots,
 )
-from longedit.samples import make_clip
 from longedit.windows import plan_windows
 
 SOURCE, PROMPT = "a car on a road", "a red robot on a road"
@@ -198,11 +196,6 @@ def test_slots_and_bytes_per_frame_follow_the_layers_and_steps(tiny_backbone):
 
 
 # ------------------------------------------------------------------------------------ command
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=6, width=64, height=64, fps=Fraction(24)).path
-
-
 def edit_args(clip, out, *extra):
     return [
         "edit", str(clip), "-o", str(out), "--model", "tiny", "--quiet",

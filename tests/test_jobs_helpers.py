@@ -53,12 +53,12 @@ def user_error_runner(job, **kwargs) -> dict:
 
 def wait_for_stop_runner(job, *, work_dir=None, progress=True, stop_event=None) -> dict:
     """Marks `work_dir/started`, waits for the stop event, then stops like the engine does."""
-    from longedit.jobs.runner import AttemptInterrupted
+    from longedit.errors import JobInterrupted
 
     Path(work_dir, "started").write_text("yes")
     if not stop_event.wait(60):
         raise AssertionError("never asked to stop")
-    raise AttemptInterrupted("stopped at edit step 1")
+    raise JobInterrupted("stopped at edit step 1")
 
 
 def recording_run_edit(job, **kwargs) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from test_jobs_helpers import cli_env, longedit_cmd, make_video, run_cli, wait_for, write_job
+from test_jobs_helpers import cli_env, longedit_cmd, run_cli, wait_for, write_job
 from typer.testing import CliRunner
 
 from longedit.commands import jobs as jobs_commands
@@ -24,11 +24,6 @@ def app() -> typer.Typer:
     app = typer.Typer()
     jobs_commands.register(app)
     return app
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return make_video(tmp_path_factory.mktemp("clip") / "clip.mp4")
 
 
 def _jobs(folder: Path, clip: Path, names: list[str], **keys) -> list[Path]:

@@ -16,7 +16,6 @@ from test_jobs_helpers import (
     cli_env,
     copy_runner,
     longedit_cmd,
-    make_video,
     run_in_thread,
     wait_for,
     write_job,
@@ -24,19 +23,14 @@ from test_jobs_helpers import (
 from typer.testing import CliRunner
 
 from longedit.commands import jobs as jobs_commands
-from longedit.errors import UserError
+from longedit.errors import JobInterrupted, UserError
 from longedit.jobs.claim import Owner
+from longedit.jobs.executor import LocalExecutor
 from longedit.jobs.ledger import Ledger
-from longedit.jobs.runner import AttemptInterrupted
 from longedit.jobs.spool import Spool, claim_from_inbox
 from longedit.jobs.status import collect_status, format_table
 from longedit.jobs.watcher import WatchOptions, Watcher
-from longedit.jobs.worker import LocalExecutor, RetryPolicy
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return make_video(tmp_path_factory.mktemp("clip") / "clip.mp4")
+from longedit.jobs.worker import RetryPolicy
 
 
 def _watcher(root: Path, runner=copy_runner, **options) -> Watcher:
@@ -252,7 +246,7 @@ def test_stop_releases_the_job_and_the_next_start_resumes_it(tmp_path, clip):
         (work_dir / "checkpoint.pt").write_bytes(b"not really")
         started.set()
         assert stop_event.wait(30)
-        raise AttemptInterrupted("stopped at edit step 2")
+        raise JobInterrupted("stopped at edit step 2")
 
     watcher = _watcher(tmp_path, blocking, once=False)
     thread, box = run_in_thread(watcher.run)

@@ -261,9 +261,9 @@ def test_cross_frame_attention_anchor_in_both_modes(kind, tiny_backbone, monkeyp
     if kind == "sd":
         backbone = tiny_backbone
     else:
-        from longedit.backbones import build_bench_backbone
+        from longedit.bench.presets import PRESETS, build_backbone
 
-        backbone = build_bench_backbone("tuneavideo", torch.device("cpu"), torch.float32, 0, size="tiny")
+        backbone = build_backbone(PRESETS["tiny"], torch.device("cpu"), torch.float32, 0, kind="tuneavideo")
 
     def editor(anchor: str) -> VideoEditor:  # an editor installs its processors on the UNet: build it right before use
         return VideoEditor(backbone, LoopSettings(steps=2, anchor=anchor, kernel_backend="reference"), SOURCE, PROMPT, [])

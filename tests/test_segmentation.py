@@ -27,7 +27,7 @@ from longedit.segmentation import (
     Prompt,
     StreamState,
     boxify,
-    build_tiny_sam2,
+    build_random_sam2,
     dilate,
     drop_small,
     load_backend,
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_sam2(tmp_path_factory.mktemp("tiny-sam2"))
+    return build_random_sam2(tmp_path_factory.mktemp("tiny-sam2"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 from longedit.config import ObjectSpec, parse_object_args
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks, box_at, box_to_grid, build_object_masks, validate_objects
-from longedit.tiny import build_tiny_tokenizer
+from longedit.random_models import build_tiny_tokenizer
 from longedit.words import word_tokens
 
 

@@ -29,7 +29,15 @@ Checkpoint key mapping (`tuneavideo_target_key`), TAV -> this model:
 * every other key is the same in diffusers' UNet2DConditionModel.
 
 Frame count: the temporal layers and the clip-wise GroupNorms need the number of frames per video;
-`longedit.backbones.adapters` sets `unet.tuneavideo_temporal.frames` before every forward.
+the adapter (`TuneAVideoAdapter`) sets `unet.tuneavideo_temporal.frames` before every forward. The
+anchor is kept: Tune-A-Video's own sparse-causal attention uses the clip's first frame as anchor. Its
+temporal attention and clip-wise GroupNorms then see the anchor as one extra frame of the window (TAV
+itself runs on contiguous clips; the shared anchor is what ties windows together).
+
+Detection: TAV saves its UNet as a `UNet3DConditionModel` whose config carries the SD UNet keys that
+diffusers' UNet3D does not take (`TUNEAVIDEO_CONFIG_KEYS`), and whose weights have `attn_temp`/`norm_temp`.
+Random models (`random_tuneavideo_unet`): the random SD UNet with TAV's temporal layers attached
+(random, non-zero `attn_temp`, unlike TAV's zero init, so the temporal path is exercised).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +53,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longedit.backbones.detect import UNET_3D, WEIGHT_NAMES, read_unet_config, unet_weight_file
+from longedit.backbones.kind import UNET_3D, BackboneKind, UNetAdapter
+from longedit.backbones.sd import save_sd_folder
+from longedit.backbones.unet_files import WEIGHT_NAMES, read_unet_config, unet_weight_file
 from longedit.errors import UserError
 
 TEMPORAL_CHILD = "tuneavideo_temporal"
 _TEMPORAL_KEY = re.compile(r"^(?P<block>.+\.transformer_blocks\.\d+)\.(?P<part>attn_temp|norm_temp)\.(?P<rest>.+)$")
 _DOWNSAMPLER_ALIAS = re.compile(r"(\.downsamplers\.\d+\.)Conv2d_0\.")
 _CLIP_NORM = re.compile(r"(^|\.)resnets\.\d+\.norm[12]$|^conv_norm_out$")
+#: Keys of Tune-A-Video's UNet3DConditionModel config (inherited from the SD UNet) that diffusers'
+#: text-to-video UNet3DConditionModel does not take.
+TUNEAVIDEO_CONFIG_KEYS = frozenset(
+    {
+        "mid_block_type", "flip_sin_to_cos", "freq_shift", "center_input_sample", "only_cross_attention",
+        "dual_cross_attention", "use_linear_projection", "upcast_attention", "class_embed_type",
+        "num_class_embeds", "resnet_time_scale_shift",
+    }
+)
 
 
 @dataclass
@@ -327,3 +347,59 @@ def save_tuneavideo_unet(unet: nn.Module, folder: str | Path, safe_serialization
     else:
         torch.save(state, folder / WEIGHT_NAMES[1])
     return folder
+
+
+# ------------------------------------------------------------------------------------- the kind
+class TuneAVideoAdapter(UNetAdapter):
+    """Tells the temporal layers how many frames a video has, then calls the UNet as SD's adapter does."""
+
+    def call_unet(self, unet, x: torch.Tensor, timestep, embedding: torch.Tensor, frames: int) -> torch.Tensor:
+        getattr(unet, TEMPORAL_CHILD).frames = frames
+        return unet(x, timestep, encoder_hidden_states=embedding).sample
+
+
+def random_tuneavideo_unet(size: str, seed: int, sd_unet: Callable[[], nn.Module]) -> nn.Module:
+    """The random SD UNet of `size` with random TAV temporal layers (their own seed, `seed + 7`)."""
+    unet = sd_unet()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 7)
+        attach_tuneavideo(unet)
+    return unet
+
+
+def save_tuneavideo_folder(components: dict, folder: Path, safe_serialization: bool = True) -> Path:
+    """Write components in Tune-A-Video's checkpoint layout (TAV UNet config and state-dict keys)."""
+    from diffusers import UNet2DConditionModel
+
+    folder = Path(folder)
+    unet = components["unet"]
+    # the pipeline writer wants a plain SD UNet; the TAV UNet is written after
+    save_sd_folder({**components, "unet": UNet2DConditionModel.from_config(unet.config)}, folder, True)
+    for old in (folder / "unet").iterdir():
+        old.unlink()
+    save_tuneavideo_unet(unet, folder / "unet", safe_serialization=safe_serialization)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_class_name"] = "TuneAVideoPipeline"
+    index["unet"] = ["tuneavideo.models.unet", "UNet3DConditionModel"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def has_tuneavideo_layout(config: dict, keys: Iterable[str]) -> bool:
+    """TAV's UNet3D: SD-only config keys, or weight names of its temporal layers."""
+    if TUNEAVIDEO_CONFIG_KEYS & set(config):
+        return True
+    return any(".attn_temp." in key or ".norm_temp." in key for key in keys)
+
+
+BACKBONE = BackboneKind(
+    name="tuneavideo",
+    title="Tune-A-Video",
+    unet_class=UNET_3D,
+    adapter=TuneAVideoAdapter("tuneavideo"),
+    load_unet=load_tuneavideo_unet,
+    random_unet=random_tuneavideo_unet,
+    save_folder=save_tuneavideo_folder,
+    recognises=has_tuneavideo_layout,
+    temporal_layers=(TEMPORAL_CHILD,),
+)

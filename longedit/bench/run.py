@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from longedit.bench.memory import TensorMemoryTracker, current_rss_bytes, peak_rss_bytes, saved_tensor_bytes
+from longedit.memory import TensorMemoryTracker, current_rss_bytes, peak_rss_bytes, saved_tensor_bytes
 from longedit.bench.presets import PRESETS, BenchPreset, build_backbone
 from longedit.config import ObjectSpec
 from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, VideoEditor, denoise, invert
@@ -151,13 +151,7 @@ def _run_mode(spec: RunSpec) -> dict:
     dtype = resolve_dtype(spec.dtype, device)
     preset = PRESETS[spec.preset]
     torch.manual_seed(spec.seed)
-    if spec.backbone == "sd":
-        backbone = build_backbone(preset, device, dtype, spec.seed)
-    else:  # the other backbones: their tiny models, or their full architectures for sd15
-        from longedit.backbones import build_bench_backbone
-
-        size = "full" if preset.name == "sd15" else "tiny"
-        backbone = build_bench_backbone(spec.backbone, device, dtype, spec.seed, size=size)
+    backbone = build_backbone(preset, device, dtype, spec.seed, kind=spec.backbone)
     settings = mode_settings(spec.mode, spec.steps, spec.refine)
     planner = None
     if spec.mode == "reference":
@@ -307,7 +301,7 @@ def sweep(spec: RunSpec, lengths: list[int], isolate: bool = True) -> list[dict]
 
 
 def preset_info(preset: BenchPreset) -> dict:
-    return {"name": preset.name, "description": preset.description, "unet": _jsonable(preset.unet), "notes": preset.notes()}
+    return {"name": preset.name, "description": preset.description, "unet": _jsonable(preset.model.unet if preset.model else None), "notes": preset.notes()}
 
 
 def _jsonable(value):

@@ -202,7 +202,7 @@ def backbones(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """The optimized loop on each backbone (sd, t2v, tuneavideo): one row per backbone."""
-    from longedit.backbones.adapters import KINDS
+    from longedit.backbones.registry import KINDS
     from longedit.bench import report
     from longedit.bench.presets import PRESETS
     from longedit.bench.run import RunSpec, run_mode

@@ -174,22 +174,14 @@ def watch(
     FOLDER/failed/NAME/ (error.json). Jobs of a killed watcher resume from their checkpoints on the
     next start; SIGTERM checkpoints the running jobs and exits 0. Progress: `longedit status FOLDER`.
     """
-    from longedit.jobs.runner import resolve_runner
+    from longedit.jobs.executor import make_executor
     from longedit.jobs.watcher import WatchOptions, Watcher
-    from longedit.jobs.worker import LocalExecutor, RetryPolicy
+    from longedit.jobs.worker import RetryPolicy
 
     if folder.exists() and not folder.is_dir():
         raise UserError(f"'{folder}' is a file, not a folder", "give the folder to watch")
-    if backend is Backend.ray:
-        from longedit.jobs.ray_backend import RayExecutor
-
-        execute: Any = RayExecutor(runner, address=address)
-        workers = workers or execute.cluster_workers()
-    else:
-        if address:
-            raise UserError("--address is only used with --backend ray", "add --backend ray or drop --address")
-        execute = LocalExecutor(resolve_runner(runner))
-        workers = workers or 1
+    execute = make_executor(backend.value, runner, address=address)
+    workers = workers or execute.default_workers()
     options = WatchOptions(
         workers=workers, poll=poll, settle=settle, once=once, stale_after=stale_after,
         policy=RetryPolicy(max_attempts=max_attempts, retry_delay=retry_delay),

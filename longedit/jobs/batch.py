@@ -24,7 +24,8 @@ from typing import Any, Literal
 from longedit.config import EditJob
 from longedit.errors import UserError
 from longedit.jobs.jobfile import load_job
-from longedit.jobs.runner import AttemptInterrupted, is_interruption, resolve_runner
+from longedit.jobs.executor import make_executor
+from longedit.jobs.outcome import attempt_outcome
 
 WORK_FOLDER = ".longedit-work"
 
@@ -85,25 +86,8 @@ def run_batch(
     """Run the job files; returns one result per file, in order. Never raises for a job's own failure."""
     jobs = load_batch(paths)
     stop_event = stop_event or threading.Event()
-    if backend == "ray":
-        from longedit.jobs.ray_backend import RayExecutor
-
-        execute = RayExecutor(runner, address=address)
-
-        def attempt(job: EditJob, work_dir: Path) -> dict[str, Any]:
-            return execute(job, work_dir, stop_event)
-
-        workers = len(jobs)
-    elif backend == "local":
-        run = resolve_runner(runner)
-
-        def attempt(job: EditJob, work_dir: Path) -> dict[str, Any]:
-            work_dir.mkdir(parents=True, exist_ok=True)
-            return run(job, work_dir=work_dir, progress=progress, stop_event=stop_event)
-
-        workers = 1
-    else:
-        raise UserError(f"unknown backend '{backend}'", "use --backend local or --backend ray")
+    execute = make_executor(backend, runner, address=address, progress=progress)
+    workers = len(jobs) if execute.remote else 1
 
     def one(path: Path, job: EditJob) -> BatchResult:
         if stop_event.is_set():
@@ -111,9 +95,9 @@ def run_batch(
         work_dir = work_dir_for(job, path, work_root)
         started = time.time()
         try:
-            report = attempt(job, work_dir)
-        except Exception as error:
-            status = "interrupted" if isinstance(error, AttemptInterrupted) or is_interruption(error) else "failed"
+            report = execute(job, work_dir, stop_event)
+        except Exception as error:  # no retries here: run the same command again to resume
+            status = "interrupted" if attempt_outcome(error) == "interrupted" else "failed"
             result = BatchResult(path, job, status, time.time() - started, error=error)
         else:
             _cleanup(work_dir, work_root)

@@ -6,7 +6,9 @@ in the task. Retries are the driver's (`--max-attempts`), not Ray's (`max_retrie
 attempt, including one lost to a dead Ray worker or node, is counted in the ledger.
 
 A stop request reaches a running task through a `STOP` file in the job's work folder (the task
-polls it and sets the engine's stop event), so the task checkpoints and returns "interrupted".
+polls it and sets the engine's stop event), so the task checkpoints and returns "interrupted"; the
+driver raises `JobInterrupted` for it. A task's error comes back as `RemoteJobError` (with
+`user_error` set for a `UserError`, which `longedit.jobs.outcome.attempt_outcome` never retries).
 Paths are passed as they are: the watched folder, the inputs and the outputs must be on storage
 every node sees at the same path (a shared filesystem), which the checkpoints need anyway.
 
@@ -22,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from longedit.config import EditJob
-from longedit.errors import UserError
-from longedit.jobs.runner import AttemptInterrupted, is_interruption, resolve_runner
+from longedit.errors import JobInterrupted, UserError
+from longedit.jobs.outcome import attempt_outcome, is_user_error
+from longedit.jobs.runner import resolve_runner
 
 STOP_NAME = "STOP"
 
@@ -71,13 +74,12 @@ def _run_attempt(job: EditJob, work_dir: str, runner_spec: Any, poll: float = 0.
         report = runner(job, work_dir=folder, progress=False, stop_event=stop_event)
         return {"status": "done", "report": report}
     except Exception as error:
-        status = "interrupted" if is_interruption(error) else "error"
         return {
-            "status": status,
+            "status": "interrupted" if attempt_outcome(error) == "interrupted" else "error",
             "message": str(error) or type(error).__name__,
             "type": type(error).__name__,
             "traceback": traceback.format_exc(),
-            "user_error": isinstance(error, UserError),
+            "user_error": is_user_error(error),
         }
     finally:
         finished.set()
@@ -85,6 +87,8 @@ def _run_attempt(job: EditJob, work_dir: str, runner_spec: Any, poll: float = 0.
 
 class RayExecutor:
     """An `Executor` that runs each attempt as a Ray task and waits for it in the calling thread."""
+
+    remote = True
 
     def __init__(
         self,
@@ -109,7 +113,7 @@ class RayExecutor:
         self.poll = poll
         self._task = ray.remote(_run_attempt).options(num_gpus=self.gpus, max_retries=0)
 
-    def cluster_workers(self) -> int:
+    def default_workers(self) -> int:
         """How many attempts the cluster can run at once: its GPUs, or 1 without GPUs."""
         return max(1, int(self._ray.cluster_resources().get("GPU", 0))) if self.gpus else 1
 
@@ -137,7 +141,7 @@ class RayExecutor:
         if result["status"] == "done":
             return result["report"]
         if result["status"] == "interrupted":
-            raise AttemptInterrupted(result["message"])
+            raise JobInterrupted(result["message"])
         user_error = bool(result["user_error"])
         raise RemoteJobError(
             result["message"] if user_error else f"{result['type']}: {result['message']}",

@@ -1,15 +1,13 @@
 """What runs one edit: the engine's `run_edit`, or any callable with its signature (tests, plugins).
 
 A runner is called as `runner(job, work_dir=..., progress=..., stop_event=...)` and returns the
-report dict. It raises the engine's `JobInterrupted` after checkpointing when `stop_event` is set;
-`is_interruption` recognises that without importing the engine (and torch) in processes that never
-ran it.
+report dict. It raises `longedit.errors.JobInterrupted` after checkpointing when `stop_event` is set;
+`longedit.jobs.executor` runs runners and decides what their errors mean.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +28,6 @@ class Runner(Protocol):
     ) -> dict[str, Any]: ...
 
 
-class AttemptInterrupted(Exception):
-    """An attempt stopped at a checkpoint because we asked it to (SIGTERM); the job can resume."""
-
-
 def resolve_runner(spec: str | Callable[..., dict] | None) -> Callable[..., dict]:
     """The runner named by `spec`: None -> `longedit.engine.run_edit`; 'module:function' -> that callable."""
     if callable(spec):
@@ -50,15 +44,6 @@ def resolve_runner(spec: str | Callable[..., dict] | None) -> Callable[..., dict
         return getattr(module, attribute)
     except (ImportError, AttributeError) as error:
         raise UserError(f"cannot load runner '{spec}': {error}", "check the module path") from None
-
-
-def is_interruption(error: BaseException) -> bool:
-    """True for the engine's `JobInterrupted` (or ours): a clean stop at a checkpoint, not a failure."""
-    if isinstance(error, AttemptInterrupted):
-        return True
-    engine = sys.modules.get("longedit.engine")
-    interrupted = getattr(engine, "JobInterrupted", None) if engine is not None else None
-    return interrupted is not None and isinstance(error, interrupted)
 
 
 def peak_memory(report: dict[str, Any]) -> tuple[float | None, float | None]:

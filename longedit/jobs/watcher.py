@@ -29,7 +29,8 @@ from longedit.jobs.claim import Owner
 from longedit.jobs.ledger import Ledger
 from longedit.jobs.scanner import InboxScanner
 from longedit.jobs.spool import JobFolder, Spool, adopt_folder, claim_from_inbox, free_folders
-from longedit.jobs.worker import Executor, JobProcessor, Outcome, RetryPolicy
+from longedit.jobs.executor import Executor
+from longedit.jobs.worker import JobProcessor, Outcome, RetryPolicy
 
 log = logging.getLogger("longedit.jobs")
 

@@ -1,8 +1,9 @@
 """Run one claimed job folder to its end: done/, failed/, or released for a later resume.
 
 The processor owns the job folder while it runs: it loads the job file, runs attempts through an
-executor (in this process, or as a Ray task), records every transition in the ledger and moves the
-folder. Rules:
+executor (`longedit.jobs.executor`: in this process, or as a Ray task), records every transition in
+the ledger and moves the folder. What an attempt's error means is
+`longedit.jobs.outcome.attempt_outcome`. Rules:
 
 - the engine checkpoints into `processing/NAME/work/`, so a new attempt (after an error, a crash or
   a SIGTERM) resumes where the last checkpoint left off;
@@ -33,14 +34,14 @@ from longedit.errors import UserError
 from longedit.jobs.jobfile import load_job, read_job_mapping
 from longedit.jobs.ledger import Ledger
 from longedit.jobs.progress import CheckpointProgress
-from longedit.jobs.runner import AttemptInterrupted, is_interruption, peak_memory
+from longedit.jobs.executor import Executor
+from longedit.jobs.outcome import attempt_outcome
+from longedit.jobs.runner import peak_memory
 from longedit.jobs.spool import ERROR_NAME, REPORT_NAME, JobFolder, Spool, finish, read_json, write_json_atomic
 
 log = logging.getLogger("longedit.jobs")
 
 Outcome = Literal["done", "failed", "interrupted", "lost"]
-#: Runs one attempt: (job, work_dir, stop_event) -> report. Raises AttemptInterrupted on a clean stop.
-Executor = Callable[[EditJob, Path, threading.Event], dict[str, Any]]
 
 
 def _default_check_input(job: EditJob) -> None:
@@ -55,22 +56,6 @@ class RetryPolicy:
 
     max_attempts: int = 3
     retry_delay: float = 10.0
-
-
-class LocalExecutor:
-    """Runs an attempt in this process with a runner (`run_edit` or a test double)."""
-
-    def __init__(self, runner: Callable[..., dict[str, Any]]) -> None:
-        self.runner = runner
-
-    def __call__(self, job: EditJob, work_dir: Path, stop_event: threading.Event) -> dict[str, Any]:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            return self.runner(job, work_dir=work_dir, progress=False, stop_event=stop_event)
-        except Exception as error:
-            if is_interruption(error):
-                raise AttemptInterrupted(str(error) or "stopped at a checkpoint") from error
-            raise
 
 
 class JobProcessor:
@@ -161,16 +146,14 @@ class JobProcessor:
             log.info("%s: attempt %d/%d started (%s)", job.name, attempt, self.policy.max_attempts, owner)
             try:
                 report = self.execute(edit, job.work_dir, stop_event)
-            except AttemptInterrupted as error:
-                self.ledger.add_run_seconds(job.job_id, time.time() - started)
-                return self._release(job, f"stopped at a checkpoint ({error})", attempts_delta=-1)
             except Exception as error:
                 self.ledger.add_run_seconds(job.job_id, time.time() - started)
-                if is_interruption(error):
+                outcome = attempt_outcome(error)
+                if outcome == "interrupted":
                     return self._release(job, f"stopped at a checkpoint ({error})", attempts_delta=-1)
                 last_error = self._error_record(error, attempt)
                 write_json_atomic(job.folder / ERROR_NAME, last_error)
-                if isinstance(error, UserError) or getattr(error, "user_error", False):
+                if outcome == "failed":
                     return self._failed(job, str(error), last_error, exc_type=last_error["type"])
                 log.warning("%s: attempt %d failed: %s", job.name, attempt, last_error["message"])
                 if attempt < self.policy.max_attempts:

@@ -10,7 +10,7 @@ from longedit.segmentation.mask_folder import MaskFolderWriter, frame_file, load
 from longedit.segmentation.postprocess import boxify, dilate, drop_small, logits_to_masks, postprocess
 from longedit.segmentation.preview import overlay
 from longedit.segmentation.sam2_backend import OfficialSam2Backend
-from longedit.segmentation.tiny import build_tiny_sam2, tiny_sam2_config
+from longedit.segmentation.random_sam2 import build_random_sam2, random_sam2_config
 from longedit.segmentation.track import DEFAULT_CHUNK, ObjectSeed, object_seeds, track_masks
 from longedit.segmentation.tracker import (
     AnchorFrame,
@@ -38,7 +38,7 @@ __all__ = [
     "StreamStep",
     "TrackerBackend",
     "boxify",
-    "build_tiny_sam2",
+    "build_random_sam2",
     "dilate",
     "drop_small",
     "frame_file",
@@ -49,10 +49,10 @@ __all__ = [
     "object_seeds",
     "overlay",
     "postprocess",
+    "random_sam2_config",
     "resolve_device",
     "save_mask_folder",
     "session_footprint",
-    "tiny_sam2_config",
     "track_masks",
     "track_stream",
 ]

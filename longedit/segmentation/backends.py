@@ -16,7 +16,7 @@ import torch
 from longedit.errors import UserError
 from longedit.segmentation.hf_backend import HFSam2Backend
 from longedit.segmentation.sam2_backend import OfficialSam2Backend, is_checkpoint_spec
-from longedit.segmentation.tiny import TINY_NAME, build_tiny_sam2
+from longedit.segmentation.random_sam2 import TINY_NAME, build_random_sam2
 from longedit.segmentation.tracker import TrackerBackend
 
 TINY_WARNING = (
@@ -101,7 +101,7 @@ def load_backend(
     if model == TINY_NAME:
         print(TINY_WARNING, file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="longedit-tiny-sam2-") as folder:
-            loaded = load_sam2_model(str(build_tiny_sam2(folder)), local_files_only=True)
+            loaded = load_sam2_model(str(build_random_sam2(folder)), local_files_only=True)
     else:
         loaded = load_sam2_model(model, local_files_only=local_files_only)
     dtype = _dtype_for(torch_device)

@@ -1,4 +1,4 @@
-"""A tiny random SAM2 video model (`--sam2-model tiny`), for smoke runs and tests without weights.
+"""A small random SAM2 video model (`--sam2-model tiny`), for smoke runs and tests without weights.
 
 Its masks are meaningless (random weights); it exists so the whole tracking path (prompting,
 streaming, chunk re-seeding, export) runs on a 2-core CPU in milliseconds per frame and loads
@@ -30,7 +30,7 @@ TINY_NAME = "tiny"
 OBJECT_SCORE_BIAS = 4.0
 
 
-def tiny_sam2_config(image_size: int = TINY_IMAGE_SIZE):
+def random_sam2_config(image_size: int = TINY_IMAGE_SIZE):
     """Sam2VideoConfig of a ~0.9M-parameter SAM2: 4 one-block Hiera stages, one memory layer."""
     from transformers import Sam2VideoConfig
     from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
@@ -86,8 +86,8 @@ def tiny_sam2_config(image_size: int = TINY_IMAGE_SIZE):
     )
 
 
-def build_tiny_sam2(folder: str | Path | None = None, seed: int = 0):
-    """The tiny random Sam2VideoModel; with `folder`, saved there (`save_pretrained`) and the folder returned.
+def build_random_sam2(folder: str | Path | None = None, seed: int = 0):
+    """A random ~0.9M-parameter Sam2VideoModel; with `folder`, saved there (`save_pretrained`) and the folder returned.
 
     The init is seeded without touching the caller's global RNG state, so two builds are identical.
     """
@@ -95,7 +95,7 @@ def build_tiny_sam2(folder: str | Path | None = None, seed: int = 0):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Sam2VideoModel(tiny_sam2_config()).eval()
+        model = Sam2VideoModel(random_sam2_config()).eval()
         with torch.no_grad():
             model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(OBJECT_SCORE_BIAS)
     if folder is None:
