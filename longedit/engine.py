@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import resource
 import threading
@@ -72,6 +71,9 @@ def prepare(job: EditJob) -> Prepared:
     for obj in objects:
         if obj.masks is not None and not Path(obj.masks).is_dir():
             raise UserError(f"mask folder '{obj.masks}' for '{obj.word}' does not exist", "give --masks DIR holding DIR/WORD/000000.png ...")
+    from longedit.segmentation.mask_folder import check_mask_folders
+
+    check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
     notices = []
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
         notices.append("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")

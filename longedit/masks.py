@@ -8,10 +8,8 @@ latent resolution (max-pooled so objects are fully covered).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,19 +33,13 @@ def validate_box(box: Box, width: int, height: int, word: str, frame: int = 0) -
 
 
 def validate_objects(objects: list[ObjectSpec], width: int, height: int, frames: int) -> None:
-    """Check every object's region (box, keyframes, mask folder, tracking) against the video before any
-    work starts; a mask folder of another size but the same aspect ratio is scaled, with a warning."""
-    from longedit.segmentation.mask_folder import check_mask_size
-
+    """Check every object's region (box, keyframes, tracking) against the video before any work starts
+    (mask folders are checked by the engine's `prepare`, which reads their first file)."""
     for obj in objects:
         if obj.box is None and obj.keyframes is None and obj.masks is None and obj.track is None:
             raise UserError(
                 f"object '{obj.word}' has no region", "give a box WORD=x0,y0,x1,y1, keyframes, --masks DIR or --track sam2"
             )
-        if obj.masks is not None and obj.track is None:
-            notice = check_mask_size(Path(obj.masks).parent, Path(obj.masks).name, width, height)
-            if notice is not None:
-                warnings.warn(notice, UserWarning, stacklevel=2)
         for frame, box in obj.keyframe_boxes().items():
             if frame >= frames:
                 raise UserError(

@@ -18,9 +18,8 @@ from longedit import engine
 from longedit.cli import main
 from longedit.config import ObjectSpec
 from longedit.errors import UserError
-from longedit.masks import validate_objects
 from longedit.samples import make_clip
-from longedit.segmentation.mask_folder import check_mask_size
+from longedit.segmentation.mask_folder import check_mask_folders, check_mask_size
 
 BASE = ["--model", "tiny", "--quiet", "--source-prompt", "a man in a car", "--prompt", "a robot in a car",
         "--steps", "1", "--size", "64"]
@@ -90,12 +89,12 @@ def test_masks_of_another_size_but_the_same_shape_are_scaled_with_a_warning(tmp_
     assert notice == f"masks in '{tmp_path / 'robot'}' are 128x96, the video is 64x48: scaling the masks to the video"
     obj = ObjectSpec(word="robot", masks=tmp_path / "robot")
     with pytest.warns(UserWarning, match="scaling the masks to the video"):
-        validate_objects([obj], 64, 48, 1)
+        check_mask_folders([obj], 64, 48)
     with pytest.raises(UserError, match="another aspect ratio"):
-        validate_objects([obj], 64, 64, 1)
+        check_mask_folders([obj], 64, 64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        validate_objects([obj], 128, 96, 1)  # same size: silent
+        check_mask_folders([obj], 128, 96)  # same size: silent
 
 
 def _edit_process(clip: Path, out: Path, *extra: str) -> subprocess.Popen:

@@ -33,7 +33,7 @@ def test_masks_writes_pngs_and_a_preview(clip_factory, tmp_path: Path, capsys: p
         [
             "masks", str(clip.path),
             "--object", f"cat={box_arg(clip.boxes[0])}",
-            "--object", f"dog=4,4,30,30@6",
+            "--object", "dog=4,4,30,30@6",
             "-o", str(out), "--sam2-model", "tiny", "--chunk", "4", "--device", "cpu",
         ]
     )  # fmt: skip

@@ -28,7 +28,6 @@ import torch
 from longedit.kernels import word_attention as wa
 from longedit.kernels.benchmark import benchmark_word_attention
 from longedit.kernels.word_attention import (
-    WordAttentionMapsFunction,
     triton_available,
     word_attention_maps,
     word_attention_maps_reference,

@@ -10,7 +10,6 @@ own; see `longedit.bench.run` for what the modes are and how memory is measured.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from enum import Enum
 from pathlib import Path

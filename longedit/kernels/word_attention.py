@@ -56,7 +56,6 @@ two limitations of triton 3.9 found while testing:
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Sequence
 

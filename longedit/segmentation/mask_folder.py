@@ -89,6 +89,17 @@ def check_mask_size(folder: str | Path, word: str, width: int, height: int) -> s
     return f"masks in '{source}' are {mask_w}x{mask_h}, the video is {width}x{height}: scaling the masks to the video"
 
 
+def check_mask_folders(objects, width: int, height: int) -> None:
+    """`check_mask_size` for every object whose region is a mask folder: an error before any work, or a warning."""
+    import warnings
+
+    for obj in objects:
+        if obj.masks is not None and obj.track is None:
+            notice = check_mask_size(Path(obj.masks).parent, Path(obj.masks).name, width, height)
+            if notice is not None:
+                warnings.warn(notice, UserWarning, stacklevel=2)
+
+
 def load_mask_folder(
     folder: str | Path, word: str, frames: int, out_size: tuple[int, int] | None = None
 ) -> Iterator[np.ndarray]:
