@@ -141,7 +141,7 @@ class VideoEditor:
         """Context in which the fusion stores (inversion) or fuses (edit) maps of `window` at edit step `step`."""
         if self.fusion is None:
             return contextlib.nullcontext()
-        return self.fusion.active(mode, step, window, tuple(own.shape[-2:]))
+        return self.fusion.active(mode, step, window, tuple(own.shape[-2:]), latents=own)
 
     def _window(self, latents: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(anchor or None, own frames) of window [start, end) on the device in the model dtype."""
@@ -164,15 +164,28 @@ class VideoEditor:
         alpha_from, alpha_to = self.schedule.alpha(current), self.schedule.alpha(target)
         merger = WindowMerger(latents, self.settings.overlap_weights)
         for position, (start, end) in enumerate(windows):
-            anchor, own = self._window(latents, start, end)
-            x = self._with_anchor(anchor, own)
-            self.context.frames = x.shape[0]
-            with self._fusing("store", self.schedule.steps - 1 - index, position, own):
-                eps = self._unet(x, target, self.inversion_cond)[x.shape[0] - own.shape[0] :]
+            with self._fusing("store", self.schedule.steps - 1 - index, position, latents[start:end]):
+                own, eps = self.source_forward(latents, start, end, target)
             merger.add(start, ddim_move(own.float(), eps.float(), alpha_from, alpha_to))
             if advance:
                 advance()
         return merger.result(latents.dtype)
+
+    @torch.no_grad()
+    def source_forward(self, latents: torch.Tensor, start: int, end: int, timestep: int):
+        """(own latents, their eps) of the conditional source-prompt forward of window [start, end) of `latents`.
+
+        The inversion's forward; FateZero's `recompute` reruns it on the inversion trajectory to
+        regenerate the source attention (its hook may stop the forward early: eps is then None).
+        """
+        anchor, own = self._window(latents, start, end)
+        x = self._with_anchor(anchor, own)
+        self.context.frames = x.shape[0]
+        try:
+            eps = self._unet(x, timestep, self.inversion_cond)[x.shape[0] - own.shape[0] :]
+        except StopForward:
+            eps = None
+        return own, eps
 
     # ------------------------------------------------------------------------------------ RAD
     def rad_gradient(

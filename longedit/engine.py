@@ -317,6 +317,11 @@ def run_edit(
     else:
         native = adapter_for(backbone.kind).native_window
         windows, window_plan = choose_windows(job, info.frames, device, probe_costs, native)
+    fusion_plan, fresh = None, state is None or (state["phase"], state["step"]) == ("inversion", 0)
+    if job.use_fusion and (state is None or state["phase"] != "decode"):  # words, source mode and disk: before any long work
+        from longedit.fatezero import plan_fusion
+
+        fusion_plan = plan_fusion(job, backbone, windows, grid, work_dir, fresh)
     timing = {"decode_s": 0.0, "inversion_s": 0.0, "edit_s": 0.0, "encode_s": 0.0}
     if state is not None:
         timing.update(state["timing"])
@@ -342,12 +347,7 @@ def run_edit(
         inversion_prompt="" if job.inversion_prompt == "empty" else None,
     )
     editor.unet_forwards = state["unet_forwards"]
-    fusion = None
-    if job.use_fusion and state["phase"] != "decode":
-        from longedit.fatezero import fusion_for_job
-
-        fresh = state["phase"] == "inversion" and state["step"] == 0
-        fusion = fusion_for_job(job, editor, windows, grid, work_dir, fresh)
+    fusion = fusion_plan.attach(editor, create=fresh) if fusion_plan is not None else None
     steps = editor.schedule.steps
     trajectory = None
     if job.irjs and job.source_noise == "inversion":
