@@ -27,6 +27,7 @@ from longedit.samples import make_clip
 from longedit.windows import plan_windows
 
 SOURCE, PROMPT = "a car on a road", "a red robot on a road"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------ alignment
@@ -108,7 +109,7 @@ def test_fuse_replaces_cross_attention_of_shared_tokens_and_blends_self_attentio
         stored_out = fusion.attend("b.attn2.processor", "cross", q, kt, vt, 0.5)
         fusion.attend("b.attn1.processor", "self", q, k, v, 0.5)
     source_cross = (q @ kt.transpose(-1, -2) * 0.5).softmax(-1)
-    assert torch.allclose(stored_out, source_cross @ vt, atol=1e-6)
+    assert stored_out is None  # storing keeps the processors' own SDPA output: the inversion is unchanged
     assert torch.allclose(fusion.store.get("b.attn2.processor", 0, 0).float(), source_cross, atol=1e-3)
     assert fusion.stored == 2
     # Make the changed source token (3) attend to one corner of the 4x4 map, so the blending mask is partial.

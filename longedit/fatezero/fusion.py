@@ -187,9 +187,10 @@ class AttentionFusion:
         half = 0 if state.mode == "store" else query.shape[0] // 2
         logits = torch.matmul(query[half:].float(), key[half:].float().transpose(-1, -2)) * scale
         probs = logits.softmax(dim=-1)
-        if state.mode == "store":
+        if state.mode == "store":  # keep the maps; the output stays SDPA's, so storing does not change the inversion
             self.store.put(name, state.step, state.window, probs)
             self.stored += 1
+            return None
         else:
             base = self.store.get(name, state.step, state.window, keys=probs.shape[-1]).to(probs.device, probs.dtype)
             if kind == "cross":
@@ -199,8 +200,6 @@ class AttentionFusion:
                 probs = mask * probs + (1 - mask) * base
             self.fused += 1
         out = torch.matmul(probs.to(value.dtype), value[half:])
-        if half == 0:
-            return out
         rest = F.scaled_dot_product_attention(query[:half], key[:half], value[:half])
         return torch.cat([rest, out])
 
