@@ -254,6 +254,40 @@ def test_reatco_with_fused_attention_runs_with_masks(clip, tmp_path):
     assert report["irjs"]["background_latent_mae"] < 1e-6
 
 
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--blend-word", "zebra"], "--blend-word 'zebra' is not in the source prompt"),
+        (["--equalize", "zebra=2"], "--equalize word 'zebra' is not in the edited prompt"),
+        (["--equalize", "duck"], "cannot read 'duck': write WORD=SCALE"),
+        (["--fuse-controller", "replace", "--prompt", "a yellow duck on a long road"], "needs prompts with as many words"),
+        (["--fuse-disk-budget", "lots"], "cannot read the memory size 'lots'"),
+    ],
+)
+def test_bad_fatezero_flags_fail_before_the_video_is_encoded(clip, tmp_path, monkeypatch, capsys, flags, message):
+    import longedit.engine
+
+    monkeypatch.setattr(longedit.engine, "encode_video", lambda *a, **k: pytest.fail("encoded before the check"))
+    out = tmp_path / "out.mp4"
+    code = main(edit_args(clip, out, "--method", "fatezero", *flags))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".*attention"))
+
+
+def test_equalize_and_blend_word_flags_reach_the_report(clip, tmp_path):
+    report_path = tmp_path / "report.json"
+    code = main(edit_args(
+        clip, tmp_path / "out.mp4", "--method", "fatezero", "--steps", "1", "--equalize", "duck=2.5", "--blend-word", "square",
+        "--blend-word", "red", "--fuse-controller", "refine", "--fuse-source", "recompute", "--report", str(report_path),
+    ))
+    assert code == 0
+    fz = json.loads(report_path.read_text())["fatezero"]
+    assert fz["equalize"] == {"duck": 2.5} and fz["blend_words"] == ["square", "red"] and fz["blend_tokens"] == [3, 4, 2]
+    assert fz["settings"]["fuse_controller"] == "refine" and fz["settings"]["fuse_source"] == "recompute"
+    assert fz["source"] == "recompute" and fz["cross_replace_steps"] == 1 and fz["self_replace_steps"] == 0
+
+
 def test_fusion_with_an_empty_inversion_prompt_is_refused(clip, tmp_path, capsys):
     code = main(edit_args(clip, tmp_path / "out.mp4", "--method", "fatezero", "--inversion-prompt", "empty"))
     err = capsys.readouterr().err

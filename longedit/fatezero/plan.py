@@ -71,6 +71,16 @@ class FusionPlan:
             },
         }
 
+    def effective_settings(self) -> dict:
+        """The FateZero settings this run used, by their flag names (for the report's settings)."""
+        cross, self_ = self.settings.step_counts(self.steps)
+        return {
+            "fuse_source": self.source, "fuse_resolution": self.settings.resolution, "fuse_controller": self.edit.kind,
+            "cross_replace_steps": self.settings.cross_replace_steps, "self_replace_steps": self.settings.self_replace_steps,
+            "cross_replace_step_count": cross, "self_replace_step_count": self_, "blend_threshold": self.settings.blend_threshold,
+            "blend_word": list(self.edit.blend_words), "equalize": dict(self.edit.equalize), "fuse_disk_budget": self.budget,
+        }
+
     def build(self, create: bool = True) -> AttentionFusion:
         """The fusion with its store or trajectory in `folder` (`create`: new files, else reopen a resumed job's)."""
         if self.source == "store":
@@ -79,7 +89,7 @@ class FusionPlan:
             maps = RecomputedMaps(self.folder, self.slots, self.windows, self.window_rows, self.latent_shape, create=create)
         kept = {slot.name for slot in self.slots}
         fusion = AttentionFusion([l for l in self.layers if l.name in kept], maps, self.edit, self.settings, self.steps)
-        fusion.planned = {"modes": self.modes(), "disk_budget": self.budget}
+        fusion.planned = {"settings": self.effective_settings(), "modes": self.modes(), "disk_budget": self.budget}
         return fusion
 
     def attach(self, editor, create: bool = True) -> AttentionFusion:
