@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--order", default=",".join(MODES), help="modes in run order, e.g. recompute,store")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,7 +118,7 @@ def main() -> None:
     windows = plan_windows(frames, args.window, max(1, args.window // 2))
     results = {}
     with tempfile.TemporaryDirectory(prefix="longedit-fatezero-") as folder:
-        for mode in MODES:
+        for mode in args.order.split(","):
             results[mode] = run_mode(backbone, mode, source, steps, windows, Path(folder))
     difference = float((results["store"].pop("latents") - results["recompute"].pop("latents")).abs().max())
     print(f"fatezero fusion on {preset.name}: {frames} frames, {steps} steps, {size}x{size}, window {args.window}, "

@@ -28,6 +28,8 @@ from longedit.fatezero import (
 from longedit.errors import UserError
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 @pytest.fixture(scope="module")
 def tokenizer():
     from longedit.tiny import build_tiny_tokenizer
@@ -354,8 +356,6 @@ def test_fused_layers_are_those_with_at_most_32x32_queries_at_512(tmp_path):
     """The official `attn.shape[-2] <= 32 ** 2` at 512x512, checked on the query counts of a real forward."""
     from diffusers import UNet2DConditionModel
 
-    from longedit.fatezero import fused_layers as layers_of
-
     torch.manual_seed(0)
     unet = UNet2DConditionModel(  # the SD 1.x layout (attention at full latent size too), tiny channels
         block_out_channels=(32, 32, 32, 32), layers_per_block=1, cross_attention_dim=16, attention_head_dim=2,
@@ -380,6 +380,6 @@ def test_fused_layers_are_those_with_at_most_32x32_queries_at_512(tmp_path):
         unet(torch.zeros(1, 4, side, side), 1, torch.zeros(1, 77, 16))
     at_512 = {name: count * (64 // side) ** 2 for name, count in queries.items()}
     official = {name for name, count in at_512.items() if count <= 32**2}
-    assert {l.name for l in layers_of(unet, FusionSettings().min_scale)} == official
+    assert {l.name for l in fused_layers(unet, FusionSettings().min_scale)} == official
     assert {count for name, count in at_512.items() if name in official} == {32**2, 16**2, 8**2}
     assert len(official) < len(at_512)  # the 64x64 layers are not fused
