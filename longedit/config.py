@@ -170,7 +170,12 @@ class EditJob(BaseModel):
     cross_replace_steps: float = Field(0.8, ge=0, le=1)
     self_replace_steps: float = Field(0.5, ge=0, le=1)
     blend_threshold: float = Field(0.3, ge=0, le=1)
-    fuse_resolution: Literal["h32", "h16"] = "h32"
+    fuse_resolution: Literal["h32", "h16"] = "h16"
+    fuse_controller: Literal["auto", "replace", "refine"] = "auto"
+    equalize: dict[str, float] = Field(default_factory=dict)
+    blend_word: list[str] = Field(default_factory=list)
+    fuse_source: Literal["auto", "recompute", "store"] = "auto"
+    fuse_disk_budget: str | None = None
 
     report: Path | None = None
     checkpoint_every: int = Field(5, ge=1)
@@ -183,6 +188,23 @@ class EditJob(BaseModel):
         if dupes:
             raise ValueError(f"word(s) {dupes} given for more than one object; use one object per word")
         return objects
+
+    @field_validator("equalize", mode="before")
+    @classmethod
+    def _parse_equalize(cls, value):
+        """`--equalize WORD=SCALE` flags (a list of strings) or a job file's mapping -> {word: scale}."""
+        if not isinstance(value, (list, tuple)):
+            return value
+        scales = {}
+        for item in value:
+            word, sep, scale = str(item).partition("=")
+            try:
+                scales[word.strip()] = float(scale)
+            except ValueError:
+                sep = ""
+            if not sep or not word.strip():
+                raise ValueError(f"cannot read '{item}': write WORD=SCALE, e.g. watercolor=10")
+        return scales
 
     @model_validator(mode="after")
     def _fusion_needs_source_inversion(self) -> "EditJob":

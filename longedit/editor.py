@@ -158,7 +158,7 @@ class VideoEditor:
         """Context in which the fusion stores (inversion) or fuses (edit) maps of `window` at edit step `step`."""
         if self.fusion is None:
             return contextlib.nullcontext()
-        return self.fusion.active(mode, step, window, tuple(own.shape[-2:]))
+        return self.fusion.active(mode, step, window, tuple(own.shape[-2:]), latents=own)
 
     def window_inputs(self, latents: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(anchor or None, own frames) of window [start, end) on the device in the model dtype.
@@ -168,9 +168,13 @@ class VideoEditor:
         """
         device, dtype = self.backbone.device, self.backbone.dtype
         own = latents[start:end].to(device=device, dtype=dtype)
-        prepend = self.settings.anchor == "video" and self.adapter.uses_anchor and start > 0
-        anchor = latents[:1].to(device=device, dtype=dtype) if prepend else None
+        anchor = latents[:1].to(device=device, dtype=dtype) if self.prepends_anchor and start > 0 else None
         return anchor, own
+
+    @property
+    def prepends_anchor(self) -> bool:
+        """Whether windows after the first get the video's first frame prepended (`anchor="video"`)."""
+        return prepends_anchor(self.settings.anchor, self.adapter.uses_anchor)
 
     def _with_anchor(self, anchor: torch.Tensor | None, own: torch.Tensor) -> torch.Tensor:
         """The UNet batch of one video; tells the attention processors how many frames and whether an anchor leads."""
@@ -188,14 +192,27 @@ class VideoEditor:
         alpha_from, alpha_to = self.schedule.alpha(current), self.schedule.alpha(target)
         merger = WindowMerger(latents, self.settings.overlap_weights)
         for position, (start, end) in enumerate(windows):
-            anchor, own = self.window_inputs(latents, start, end)
-            x = self._with_anchor(anchor, own)
-            with self._fusing("store", self.schedule.steps - 1 - index, position, own):
-                eps = self._unet(x, target, self.inversion_cond)[x.shape[0] - own.shape[0] :]
+            with self._fusing("store", self.schedule.steps - 1 - index, position, latents[start:end]):
+                own, eps = self.source_forward(latents, start, end, target)
             merger.add(start, ddim_move(own.float(), eps.float(), alpha_from, alpha_to))
             if advance:
                 advance()
         return merger.result(latents.dtype)
+
+    @torch.no_grad()
+    def source_forward(self, latents: torch.Tensor, start: int, end: int, timestep: int):
+        """(own latents, their eps) of the conditional source-prompt forward of window [start, end) of `latents`.
+
+        The inversion's forward; FateZero's `recompute` reruns it on the inversion trajectory to
+        regenerate the source attention (its hook may stop the forward early: eps is then None).
+        """
+        anchor, own = self.window_inputs(latents, start, end)
+        x = self._with_anchor(anchor, own)
+        try:
+            eps = self._unet(x, timestep, self.inversion_cond)[x.shape[0] - own.shape[0] :]
+        except StopForward:
+            eps = None
+        return own, eps
 
     # ------------------------------------------------------------------------------------ RAD
     def rad_gradient(
@@ -322,6 +339,13 @@ class VideoEditor:
             merged = paste_background(merged, source_at(index + 1), masks.union()).to(latents.dtype)
         stats.unet_forwards = self.unet_forwards - forwards_before
         return merged, stats
+
+
+def prepends_anchor(anchor: str, backbone_uses_anchor: bool) -> bool:
+    """`anchor="video"` prepends the video's first frame to later windows, for backbones that take one."""
+    if anchor not in ANCHOR_MODES:
+        raise ValueError(f"unknown anchor '{anchor}' (use one of {', '.join(ANCHOR_MODES)})")
+    return anchor == "video" and backbone_uses_anchor
 
 
 def paste_background(x: torch.Tensor, background: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -294,8 +294,13 @@ def run_edit(
     work_dir = Path(work_dir) if work_dir is not None else None
     state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
     resumed_from = None if state is None else {"phase": state.phase, "step": state.step}
+    if state is None:  # a resumed job keeps its windows, whatever memory is free now
+        windows, window_plan = plan_run_windows(job, prepared, backbone, words, settings)
+    else:
+        windows, window_plan = state.windows, state.window_plan
+    fusion_plan = plan_fusion_for(job, backbone, state, windows, latent_grid(prepared, backbone), work_dir)
     if state is None:
-        state = start_state(job, prepared, backbone, words, settings, work_dir, progress, stop_event)
+        state = start_state(job, prepared, backbone, windows, window_plan, work_dir, progress, stop_event)
     masks = restore_or_build_masks(job, prepared, backbone, state, progress)
     editor = VideoEditor(
         backbone, settings, job.source_prompt, job.prompt, words,
@@ -304,7 +309,7 @@ def run_edit(
     editor.unet_forwards = state.unet_forwards
     keeper = StepKeeper(state, work_dir, stop_event, job.checkpoint_every)
     keeper.editor = editor
-    with loop_resources(job, editor, state, work_dir) as (fusion, trajectory):
+    with loop_resources(job, editor, state, work_dir, fusion_plan) as (fusion, trajectory):
         latents = run_inversion(editor, state, keeper, trajectory, progress)
         latents = run_denoise(editor, state, keeper, masks, trajectory, progress)
         if fusion is not None:
@@ -321,15 +326,33 @@ def run_edit(
     return report
 
 
-def start_state(job, prepared, backbone, words, settings, work_dir, progress, stop_event) -> RunState:
-    """A new run: plan the windows, encode the source (checkpointed: the encode is not redone after a crash)."""
+def plan_run_windows(job: EditJob, prepared: Prepared, backbone: Backbone, words, settings: LoopSettings):
+    """(windows, plan) of a new run: --window, else the window planner (measuring the model), else the default."""
     grid = latent_grid(prepared, backbone)
 
     def probe_costs(lengths):
         return probe_window_costs(backbone, settings, job.source_prompt, job.prompt, words, grid[1], grid[0], lengths)
 
     native = adapter_for(backbone.kind).native_window
-    windows, window_plan = choose_windows(job, prepared.info.frames, backbone.device, probe_costs, native)
+    return choose_windows(job, prepared.info.frames, backbone.device, probe_costs, native)
+
+
+def plan_fusion_for(job: EditJob, backbone: Backbone, state: RunState | None, windows, grid, work_dir: Path | None):
+    """FateZero's fusion plan (words, source mode, disk space: checked before any long work), or None."""
+    if not job.use_fusion or (state is not None and state.phase == "decode"):
+        return None
+    from longedit.fatezero import plan_fusion
+
+    return plan_fusion(job, backbone, windows, grid, work_dir, fresh=state is None or is_fresh(state))
+
+
+def is_fresh(state: RunState) -> bool:
+    """Nothing of the loop has run yet (the inversion starts at its first step)."""
+    return state.phase == "inversion" and state.step == 0
+
+
+def start_state(job, prepared, backbone, windows, window_plan, work_dir, progress, stop_event) -> RunState:
+    """A new run: encode the source (checkpointed: the encode is not redone after a crash)."""
     clock = time.perf_counter()
     source = encode_video(backbone, prepared.info, prepared.processed_size, progress, stop_event)
     timing = {"decode_s": time.perf_counter() - clock, "inversion_s": 0.0, "edit_s": 0.0, "encode_s": 0.0}
@@ -358,16 +381,13 @@ def restore_or_build_masks(job: EditJob, prepared: Prepared, backbone: Backbone,
 
 
 @contextlib.contextmanager
-def loop_resources(job: EditJob, editor: VideoEditor, state: RunState, work_dir: Path | None):
+def loop_resources(job: EditJob, editor: VideoEditor, state: RunState, work_dir: Path | None, fusion_plan=None):
     """(FateZero fusion or None, inversion trajectory or None) for the loop; files without a work dir are removed."""
-    fresh = state.phase == "inversion" and state.step == 0
+    fresh = is_fresh(state)
     fusion = trajectory = None
     try:
-        if job.use_fusion and state.phase != "decode":
-            from longedit.fatezero import fusion_for_job
-
-            grid = (state.source.shape[-1], state.source.shape[-2])
-            fusion = fusion_for_job(job, editor, state.windows, grid, work_dir, fresh)
+        if fusion_plan is not None:
+            fusion = fusion_plan.attach(editor, create=fresh)
         if job.irjs and job.source_noise == "inversion":
             folder = work_dir if work_dir is not None else Path(job.output).resolve().parent
             name = TRAJECTORY_NAME if work_dir is not None else f".{Path(job.output).name}.{os.getpid()}.trajectory"

@@ -11,6 +11,7 @@ from longedit.editor import LoopSettings, VideoEditor
 from longedit.fatezero import (
     AttentionDiskStore,
     AttentionFusion,
+    CrossAttentionEdit,
     FusedLayer,
     FusionSettings,
     Slot,
@@ -24,6 +25,7 @@ from longedit.fatezero import (
 from longedit.windows import plan_windows
 
 SOURCE, PROMPT = "a car on a road", "a red robot on a road"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------ alignment
@@ -34,7 +36,8 @@ def test_alignment_maps_shared_words_and_marks_the_changed_ones(tiny_backbone):
     assert align.mapper[:8] == (0, 1, 0, 0, 3, 4, 5, 6)
     assert align.alphas[:8] == (1, 1, 0, 0, 1, 1, 1, 1)
     assert align.changed == (2,)  # "car"
-    assert len(align.mapper) == 77 and align.mapper[8] == 7 and align.alphas[40] == 1
+    # padding: the same position of the source (prompt-to-prompt's get_mapper)
+    assert len(align.mapper) == 77 and align.mapper[8] == 8 and align.alphas[40] == 1
     same = align_prompts(tokenizer, SOURCE, SOURCE)
     assert same.mapper == tuple(range(77)) and all(a == 1 for a in same.alphas) and same.changed == ()
 
@@ -89,7 +92,8 @@ def synthetic_fusion(tmp_path, alignment, steps=2, rows=2, queries=16, text=6):
     layers = [FusedLayer("b.attn1.processor", "self", 4, 2), FusedLayer("b.attn2.processor", "cross", 4, 2)]
     slots = [Slot("b.attn1.processor", "self", 1, 2, queries, 2 * queries), Slot("b.attn2.processor", "cross", 2, 2, queries, text)]
     store = AttentionDiskStore(tmp_path / "s", slots, [rows])
-    return AttentionFusion(layers, store, alignment, FusionSettings(0.5, 0.5, 0.3), steps)
+    edit = CrossAttentionEdit("refine", alignment, None, torch.ones(text), alignment.changed)
+    return AttentionFusion(layers, store, edit, FusionSettings(0.5, 0.5, 0.3), steps)
 
 
 def test_fuse_replaces_cross_attention_of_shared_tokens_and_blends_self_attention(tmp_path):
@@ -103,7 +107,7 @@ def test_fuse_replaces_cross_attention_of_shared_tokens_and_blends_self_attentio
         stored_out = fusion.attend("b.attn2.processor", "cross", q, kt, vt, 0.5)
         fusion.attend("b.attn1.processor", "self", q, k, v, 0.5)
     source_cross = (q @ kt.transpose(-1, -2) * 0.5).softmax(-1)
-    assert torch.allclose(stored_out, source_cross @ vt, atol=1e-6)
+    assert stored_out is None  # storing keeps the processors' own SDPA output: the inversion is unchanged
     assert torch.allclose(fusion.store.get("b.attn2.processor", 0, 0).float(), source_cross, atol=1e-3)
     assert fusion.stored == 2
     # Make the changed source token (3) attend to one corner of the 4x4 map, so the blending mask is partial.
@@ -144,7 +148,7 @@ def test_fuse_replaces_cross_attention_of_shared_tokens_and_blends_self_attentio
 def test_inversion_stores_and_editing_reuses_maps_of_every_window(tiny_backbone, tmp_path):
     editor = VideoEditor(tiny_backbone, LoopSettings(steps=2, rad=False, kernel_backend="reference"), "a car on a road", "a robot on a road", [])
     windows = plan_windows(5, 3, 2)  # [0,3) [2,5): the second window gets the anchor -> 3 and 4 rows
-    settings = FusionSettings(cross_replace_steps=1.0, self_replace_steps=0.5)
+    settings = FusionSettings(cross_replace_steps=1.0, self_replace_steps=0.5, resolution="h32")
     fusion = fusion_for_editor(editor, "a car on a road", "a robot on a road", settings, windows, (8, 8), tmp_path / "maps")
     try:
         slots = fusion.store.slots
@@ -186,13 +190,15 @@ def test_inversion_stores_and_editing_reuses_maps_of_every_window(tiny_backbone,
 def test_slots_and_bytes_per_frame_follow_the_layers_and_steps(tiny_backbone):
     from longedit.fatezero import fused_layers
 
-    layers = fused_layers(tiny_backbone.unet, FusionSettings().min_scale)
-    slots = store_slots(layers, FusionSettings(), steps=50, latent_hw=(64, 64), text_tokens=77, sparse_causal=True)
+    coarse = FusionSettings(resolution="h32")
+    layers = fused_layers(tiny_backbone.unet, coarse.min_scale)
+    slots = store_slots(layers, coarse, steps=50, latent_hw=(64, 64), text_tokens=77, sparse_causal=True)
     per_window_frame = sum(s.steps * s.frame_values * 2 for s in slots)
     rows = [16, 17, 17]
     assert AttentionDiskStore.expected_bytes(slots, rows) == per_window_frame * 50
-    wide = store_slots(fused_layers(tiny_backbone.unet, FusionSettings(resolution="h16").min_scale), FusionSettings(), 50, (64, 64), 77, True)
-    assert len(wide) > len(slots)
+    assert {s.steps for s in slots} == {25, 40}  # self: int(50 x 0.5); cross: int(51 x 0.8)
+    wide = store_slots(fused_layers(tiny_backbone.unet, FusionSettings().min_scale), FusionSettings(), 50, (64, 64), 77, True)
+    assert len(wide) > len(slots)  # the default h16 adds the latent/2 layers
 
 
 # ------------------------------------------------------------------------------------ command
@@ -212,14 +218,21 @@ def test_fatezero_edit_runs_end_to_end_and_reports_its_disk_footprint(clip, tmp_
     report = json.loads(report_path.read_text())
     fz = report["fatezero"]
     assert report["method"] == "fatezero" and report["rad"]["loss"] == [None, None]
-    # 64 px -> latent 8x8 -> 2x2 at H/32; heads 8 (tiny); windows [0,4) [2,6) -> 4 + 5 rows; 2 steps.
-    # int(2 x 0.8) = int(2 x 0.5) = 1 fused step: 3 layers at 2x2 and the mid block at 1x1, attn2 and attn1.
+    # 64 px -> latent 8x8; heads 8 (tiny); windows [0,4) [2,6) -> 4 + 5 rows; 2 steps. Fused (h16): the
+    # latent/2 layers at 4x4 (down 1, up 2), the latent/4 ones at 2x2 (down 1, up 2), the mid block at 1x1.
+    # cross steps min(int(3 x 0.8), 2) = 2, self steps int(2 x 0.5) = 1 (the official counts).
     rows = 4 + 5
-    cross = 1 * 8 * 4 * 77 * 3 + 1 * 8 * 1 * 77
-    self_ = 1 * 8 * 4 * 8 * 3 + 1 * 8 * 1 * 2
-    assert fz["disk_bytes"] == (cross + self_) * rows * 2
+    queries = [16, 16, 16, 4, 4, 4, 1]
+    cross = 2 * 8 * sum(queries) * 77
+    self_ = 1 * 8 * sum(q * 2 * q for q in queries)
+    assert fz["source"] == "store" and fz["disk_bytes"] == (cross + self_) * rows * 2
     assert fz["disk_bytes_per_frame"] == pytest.approx(fz["disk_bytes"] / 6, abs=0.1)
-    assert fz["blend_tokens"] == [2, 3, 4] and fz["cross_replace_steps"] == 1 and fz["self_replace_steps"] == 1
+    assert fz["modes"]["store"]["disk_bytes_per_frame"] == fz["disk_bytes_per_frame"]
+    assert fz["modes"]["recompute"] == {"disk_bytes_per_frame": 2 * 4 * 8 * 8 * 2, "extra_unet_forwards_per_frame": 2 * rows / 6}
+    assert fz["controller"] == "replace"  # as many words in both prompts: a word swap
+    # the default blend tokens are the changed source words: "red" and "square" (two tokens in the tiny vocabulary)
+    assert fz["blend_tokens"] == [2, 3, 4] and fz["cross_replace_steps"] == 2 and fz["self_replace_steps"] == 1
+    assert report["unet_forwards"] == 2 * 2 * 2  # inversion + edit, 2 windows, 2 steps: no extra forward
     assert not list(tmp_path.glob(".*attention"))  # the store is removed after the edit
 
 
@@ -232,6 +245,40 @@ def test_reatco_with_fused_attention_runs_with_masks(clip, tmp_path):
     assert report["method"] == "reatco" and report["fatezero"]["disk_bytes"] > 0
     assert len([v for v in report["rad"]["loss"] if v is not None]) == 1
     assert report["irjs"]["background_latent_mae"] < 1e-6
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--blend-word", "zebra"], "--blend-word 'zebra' is not in the source prompt"),
+        (["--equalize", "zebra=2"], "--equalize word 'zebra' is not in the edited prompt"),
+        (["--equalize", "duck"], "cannot read 'duck': write WORD=SCALE"),
+        (["--fuse-controller", "replace", "--prompt", "a yellow duck on a long road"], "needs prompts with as many words"),
+        (["--fuse-disk-budget", "lots"], "cannot read the memory size 'lots'"),
+    ],
+)
+def test_bad_fatezero_flags_fail_before_the_video_is_encoded(clip, tmp_path, monkeypatch, capsys, flags, message):
+    import longedit.engine
+
+    monkeypatch.setattr(longedit.engine, "encode_video", lambda *a, **k: pytest.fail("encoded before the check"))
+    out = tmp_path / "out.mp4"
+    code = main(edit_args(clip, out, "--method", "fatezero", *flags))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".*attention"))
+
+
+def test_equalize_and_blend_word_flags_reach_the_report(clip, tmp_path):
+    report_path = tmp_path / "report.json"
+    code = main(edit_args(
+        clip, tmp_path / "out.mp4", "--method", "fatezero", "--steps", "1", "--equalize", "duck=2.5", "--blend-word", "square",
+        "--blend-word", "red", "--fuse-controller", "refine", "--fuse-source", "recompute", "--report", str(report_path),
+    ))
+    assert code == 0
+    fz = json.loads(report_path.read_text())["fatezero"]
+    assert fz["equalize"] == {"duck": 2.5} and fz["blend_words"] == ["square", "red"] and fz["blend_tokens"] == [3, 4, 2]
+    assert fz["settings"]["fuse_controller"] == "refine" and fz["settings"]["fuse_source"] == "recompute"
+    assert fz["source"] == "recompute" and fz["cross_replace_steps"] == 1 and fz["self_replace_steps"] == 0
 
 
 def test_fusion_with_an_empty_inversion_prompt_is_refused(clip, tmp_path, capsys):
@@ -252,14 +299,15 @@ class _StopAfter:
 
 
 @pytest.mark.slow
-def test_fatezero_job_resumes_mid_inversion_with_its_stored_maps(clip, tmp_path):
+@pytest.mark.parametrize("source", ["store", "recompute"])
+def test_fatezero_job_resumes_mid_inversion_with_its_stored_maps(clip, tmp_path, source):
     from longedit.config import EditJob
     from longedit.engine import JobInterrupted, run_edit
 
     def job(name):
         return EditJob(
             input=clip, output=tmp_path / name, source_prompt="a red square on a road", prompt="a yellow duck on a road",
-            model="tiny", device="cpu", steps=3, size=64, window=4, stride=2, method="fatezero",
+            model="tiny", device="cpu", steps=3, size=64, window=4, stride=2, method="fatezero", fuse_source=source,
         )
 
     reference = run_edit(job("ref.mp4"), progress=False)
@@ -270,20 +318,22 @@ def test_fatezero_job_resumes_mid_inversion_with_its_stored_maps(clip, tmp_path)
     resumed = run_edit(job("out.mp4"), work_dir=work, progress=False)
     assert resumed["resumed_from"] == {"phase": "inversion", "step": 2}
     assert resumed["latent_checksum"] == reference["latent_checksum"]
+    assert resumed["fatezero"]["source"] == reference["fatezero"]["source"] == source
     assert resumed["fatezero"]["disk_bytes"] == reference["fatezero"]["disk_bytes"]
     assert not (work / "fatezero-attention").exists()
 
 
-def test_a_store_larger_than_the_free_disk_is_refused_up_front(tiny_backbone, tmp_path, monkeypatch):
+def test_a_store_larger_than_the_free_disk_is_refused_before_the_video_is_encoded(clip, tmp_path, monkeypatch, capsys):
     import shutil
     from collections import namedtuple
 
-    from longedit.errors import UserError
-    from longedit.fatezero import build_fusion
+    import longedit.engine
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
-    alignment = align_prompts(tiny_backbone.tokenizer, SOURCE, PROMPT)
-    with pytest.raises(UserError, match="attention store needs"):
-        build_fusion(tiny_backbone.unet, alignment, FusionSettings(), 10, plan_windows(8, 4, 2), (8, 8), tmp_path / "new" / "maps")
-    assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(longedit.engine, "encode_video", lambda *a, **k: pytest.fail("encoded before the disk check"))
+    out = tmp_path / "out.mp4"
+    code = main(edit_args(clip, out, "--method", "fatezero", "--fuse-source", "store"))
+    err = capsys.readouterr().err
+    assert code == 2 and "attention store needs" in err and "--fuse-source recompute" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".*attention"))

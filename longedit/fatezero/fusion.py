@@ -1,40 +1,43 @@
-"""FateZero attention fusion over windows: store the source's attention during inversion, fuse it while editing.
+"""FateZero attention fusion over windows: the source's attention during inversion, fused while editing.
 
-FateZero (Qi et al. 2023) edits without masks by reusing the attention maps that DDIM inversion of the
-source video produced with the source prompt:
+FateZero (Qi et al. 2023; official code ChenyangQiQi/FateZero) edits without masks by reusing the
+attention maps that DDIM inversion of the source video produced with the source prompt:
 
-* inversion, every window and step: the source's self-attention (`attn1`) and cross-attention
-  (`attn2`) probabilities of the fused layers go to an on-disk store (`AttentionDiskStore`);
+* fused layers: every spatial self- (`attn1`) and cross-attention (`attn2`) layer whose queries are
+  at most 32x32 at 512x512 (`resolution="h16"`: latent/2 and coarser; the official
+  `attn.shape[-2] <= 32 ** 2`); `h32` keeps latent/4 and coarser only (less disk, not official);
+* the source maps come from an on-disk store written during inversion (`AttentionDiskStore`,
+  `--fuse-source store`) or are regenerated at each fused edit step from the inversion trajectory
+  (`RecomputedMaps`, `--fuse-source recompute`); both give the same maps up to fp16 rounding;
 * editing, step i uses the maps inversion computed at the same timestep (inversion step n-1-i),
   in the classifier-free guided pass, conditional half only (as FateZero's controller):
-  - cross-attention, first `cross_replace_steps` [0.8] of the steps: edited-prompt tokens that also
-    occur in the source prompt (and start/end/padding) take the source's map of that token
-    (`TokenAlignment`); new words keep their own maps;
-  - self-attention, first `self_replace_steps` [0.5] of the steps: attention blending,
+  - cross-attention, first `int((n + 1) * cross_replace_steps)` [0.8] steps (capped at n, the
+    official `get_time_words_attention_alpha`): the controller (`CrossAttentionEdit`: replace,
+    refine, optional equalizer);
+  - self-attention, first `int(n * self_replace_steps)` [0.5] steps: attention blending,
     `A = M * A_current + (1 - M) * A_source`, where M (per frame, per query position) is FateZero's
-    blending mask: the stored source cross-attention of the changed source words, averaged over heads
-    and the H/32 layers, max-pooled 3x3, resized to the layer, normalised by its per-frame maximum and
-    thresholded at `blend_threshold` [0.3]. No changed word (a style edit): M = 0, the source's
-    self-attention everywhere.
-* Only layers at H/32 and coarser (`resolution="h32"`, latent/4 and below) are fused by default;
-  `h16` adds the latent/2 layers (FateZero's 32x32 layers at 512 px), at 5-15x the disk.
+    blending mask (`SpatialBlender.get_mask`): the source cross-attention of the blend tokens at the
+    H/32 layers of the down and up blocks (the official `down_cross[2:4] + up_cross[:3]`, 5 maps in
+    SD), summed over the tokens, averaged over all heads of those layers, max-pooled 3x3, resized
+    (nearest) to the layer, divided by its per-frame maximum and thresholded at `blend_threshold`
+    [0.3]. No blend token (a style edit): M = 0, the source's self-attention everywhere.
 
 The fusion plugs into `AttentionContext.fusion`: the processors of `longedit.attention` call
 `attend(...)`, which returns the fused attention output for layers and steps it acts on and None
-elsewhere. `VideoEditor` opens `active(mode, step, window, latent size)` around the passes.
+elsewhere. `VideoEditor` opens `active(mode, step, window, latent size, latents)` around the passes.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from longedit.attention import is_temporal_layer, layer_scale
-from longedit.fatezero.align import TokenAlignment
+from longedit.attention import StopForward, is_temporal_layer, layer_scale
+from longedit.fatezero.controller import CrossAttentionEdit
+from longedit.fatezero.recompute import RecomputedMaps
 from longedit.fatezero.store import AttentionDiskStore, Slot, spatial_size
 
 RESOLUTIONS = {"h32": 4, "h16": 2}
@@ -44,25 +47,29 @@ POOL = 3
 
 @dataclass(frozen=True)
 class FusionSettings:
-    """FateZero knobs (paper/official defaults)."""
+    """FateZero knobs (official defaults)."""
 
     cross_replace_steps: float = 0.8
     self_replace_steps: float = 0.5
     blend_threshold: float = 0.3
-    resolution: str = "h32"
+    resolution: str = "h16"
 
     @property
     def min_scale(self) -> int:
         return RESOLUTIONS[self.resolution]
 
     def step_counts(self, steps: int) -> tuple[int, int]:
-        """(cross, self) numbers of first edit steps that are fused (FateZero's int(steps * fraction))."""
-        return int(steps * self.cross_replace_steps), int(steps * self.self_replace_steps)
+        """(cross, self) numbers of first edit steps that are fused, as the official controller counts them.
+
+        Cross: `get_time_words_attention_alpha` makes n + 1 rows and sets the first
+        int((n + 1) * fraction) to 1; self: `int(n * fraction)`.
+        """
+        return min(int((steps + 1) * self.cross_replace_steps), steps), int(steps * self.self_replace_steps)
 
 
 @dataclass
 class _Pass:
-    mode: str  # "store" (inversion, all rows) or "fuse" (edit, conditional half of a CFG batch)
+    mode: str  # "store" (inversion), "fuse" (edit, conditional half of a CFG batch) or "capture" (source pass)
     step: int
     window: int
     latent_hw: tuple[int, int]
@@ -74,6 +81,7 @@ class FusedLayer:
     kind: str  # "self" or "cross"
     scale: int
     heads: int
+    block: str = ""  # down_blocks, mid_block or up_blocks
 
 
 def fused_layers(unet: torch.nn.Module, min_scale: int) -> list[FusedLayer]:
@@ -92,52 +100,74 @@ def fused_layers(unet: torch.nn.Module, min_scale: int) -> list[FusedLayer]:
         scale = layer_scale(name, levels)
         if scale >= min_scale:
             module = unet.get_submodule(name[: -len(".processor")])
-            layers.append(FusedLayer(name, kind, scale, module.heads))
+            layers.append(FusedLayer(name, kind, scale, module.heads, name.split(".")[0]))
     return layers
 
 
+def mask_layer_names(layers: list[FusedLayer]) -> list[str]:
+    """The cross layers of the blending mask: H/32 of the down and up blocks (not the mid block)."""
+    return [l.name for l in layers if l.kind == "cross" and l.scale == MASK_SCALE and l.block != "mid_block"]
+
+
 class AttentionFusion:
-    """Stores and fuses attention maps of one video (see the module docstring)."""
+    """Stores (or regenerates) and fuses attention maps of one video (see the module docstring)."""
 
     def __init__(
         self,
         layers: list[FusedLayer],
-        store: AttentionDiskStore,
-        alignment: TokenAlignment,
+        store: AttentionDiskStore | RecomputedMaps,
+        edit: CrossAttentionEdit,
         settings: FusionSettings,
         steps: int,
     ) -> None:
         self.layers = {layer.name: layer for layer in layers}
         self.store = store
-        self.alignment = alignment
+        self.edit = edit
         self.settings = settings
         self.steps = steps
         self.cross_steps, self.self_steps = settings.step_counts(steps)
-        self.mask_layers = [l.name for l in layers if l.kind == "cross" and l.scale == MASK_SCALE]
+        self.mask_layers = mask_layer_names(layers)
         self.state: _Pass | None = None
         self._masks: dict[int, torch.Tensor] = {}
         self.stored = 0
         self.fused = 0
+        self.planned: dict = {}  # the plan's per-mode disk and forward costs, for the report
+
+    @property
+    def source_mode(self) -> str:
+        return "recompute" if isinstance(self.store, RecomputedMaps) else "store"
 
     # ------------------------------------------------------------------------------ passes
     @contextlib.contextmanager
-    def active(self, mode: str, step: int, window: int, latent_hw: tuple[int, int]):
-        """Within: the processors store (`store`) or fuse (`fuse`) maps of `window` at edit step `step`."""
+    def active(self, mode: str, step: int, window: int, latent_hw: tuple[int, int], latents: torch.Tensor | None = None):
+        """Within: the processors store (`store`) or fuse (`fuse`) maps of `window` at edit step `step`.
+
+        `latents`: the window's own latents of this pass; a recompute fusion keeps those of the
+        inversion (its trajectory) and, before a fused edit pass, regenerates the source maps.
+        """
         if mode not in ("store", "fuse"):
             raise ValueError(f"unknown fusion mode '{mode}'")
-        self.state = _Pass(mode, step, window, tuple(latent_hw))
+        recompute = isinstance(self.store, RecomputedMaps)
         self._masks = {}
         try:
+            if recompute and mode == "store" and latents is not None:
+                self.store.record(step, window, latents)
+            if recompute and mode == "fuse" and step < max(self.cross_steps, self.self_steps):
+                self.state = _Pass("capture", step, window, tuple(latent_hw))
+                self.store.regenerate(step, window)
+            self.state = _Pass(mode, step, window, tuple(latent_hw))
             yield self
         finally:
             self.state = None
             self._masks = {}
+            if recompute:
+                self.store.release()
 
     def _wanted(self, layer: FusedLayer, step: int, mode: str) -> bool:
         if not self.store.has(layer.name, step):
             return False
         if mode == "store":
-            return True
+            return not isinstance(self.store, RecomputedMaps)
         return step < (self.cross_steps if layer.kind == "cross" else self.self_steps)
 
     # ----------------------------------------------------------------------------- attention
@@ -145,27 +175,30 @@ class AttentionFusion:
         """Attention output of layer `name` with stored/fused probabilities, or None where not acting."""
         state = self.state
         layer = self.layers.get(name)
-        if state is None or layer is None or not self._wanted(layer, state.step, state.mode):
+        if state is None or layer is None:
+            return None
+        if state.mode == "capture":
+            if self.store.capture(name, query, key, scale):
+                raise StopForward(name)
+            return None
+        if not self._wanted(layer, state.step, state.mode):
             return None
         half = 0 if state.mode == "store" else query.shape[0] // 2
         logits = torch.matmul(query[half:].float(), key[half:].float().transpose(-1, -2)) * scale
         probs = logits.softmax(dim=-1)
-        if state.mode == "store":
+        if state.mode == "store":  # keep the maps; the output stays SDPA's, so storing does not change the inversion
             self.store.put(name, state.step, state.window, probs)
             self.stored += 1
+            return None
         else:
             base = self.store.get(name, state.step, state.window, keys=probs.shape[-1]).to(probs.device, probs.dtype)
             if kind == "cross":
-                mapper = self.alignment.mapper_tensor(probs.device)
-                alphas = self.alignment.alphas_tensor(probs.device)
-                probs = base[..., mapper] * alphas + probs * (1 - alphas)
+                probs = self.edit.apply(base, probs)
             else:
                 mask = self.blend_mask(layer.scale, probs.shape[-2])
                 probs = mask * probs + (1 - mask) * base
             self.fused += 1
         out = torch.matmul(probs.to(value.dtype), value[half:])
-        if half == 0:
-            return out
         rest = F.scaled_dot_product_attention(query[:half], key[:half], value[:half])
         return torch.cat([rest, out])
 
@@ -189,32 +222,37 @@ class AttentionFusion:
         return mask
 
     def source_word_map(self, step: int, window: int, latent_hw: tuple[int, int]) -> torch.Tensor | None:
-        """Stored source cross-attention of the changed words at the H/32 layers: [rows, h, w], or None."""
-        changed = list(self.alignment.changed)
-        if not changed or not self.mask_layers:
+        """Source cross-attention of the blend tokens at the mask layers: [rows, h, w], or None.
+
+        Summed over the tokens, averaged over all heads of all mask layers (the official
+        `(maps * alpha).sum(-1).mean(1)` over the heads of the concatenated layers).
+        """
+        tokens = list(self.edit.blend_tokens)
+        if not tokens or not self.mask_layers:
             return None
         height, width = (spatial_size(s, MASK_SCALE) for s in latent_hw)
-        total = None
-        for name in self.mask_layers:
-            maps = self.store.get(name, step, window).float()  # [rows, heads, h*w, tokens]
-            words = maps[..., changed].sum(-1).mean(1)
-            total = words if total is None else total + words
-        return (total / len(self.mask_layers)).reshape(-1, height, width)
+        per_head = [self.store.get(name, step, window).float()[..., tokens].sum(-1) for name in self.mask_layers]
+        maps = torch.cat(per_head, dim=1).mean(1)  # [rows, heads of all layers, h*w] -> [rows, h*w]
+        return maps.reshape(-1, height, width)
 
     # ------------------------------------------------------------------------------- report
     def report(self, frames: int) -> dict:
-        """What the fusion stored and where, and its disk footprint per frame."""
+        """What the fusion kept and where, its disk footprint and extra UNet forwards per frame."""
+        recompute = isinstance(self.store, RecomputedMaps)
         return {
+            "source": self.source_mode,
             "layers": len(self.layers),
             "resolution": self.settings.resolution,
             "cross_replace_steps": self.cross_steps,
             "self_replace_steps": self.self_steps,
             "blend_threshold": self.settings.blend_threshold,
-            "replaced_tokens": self.alignment.replaced,
-            "blend_tokens": list(self.alignment.changed),
+            **self.edit.report(),
             "disk_bytes": self.store.file_bytes(),
             "disk_bytes_per_frame": round(self.store.bytes_per_frame(frames), 1),
+            "extra_unet_forwards": self.store.passes if recompute else 0,
+            "extra_unet_forwards_per_frame": round(self.store.frame_passes / max(frames, 1), 3) if recompute else 0.0,
             "store": str(self.store.folder),
+            **self.planned,
         }
 
 
@@ -234,7 +272,7 @@ def store_slots(
     text_tokens: int,
     sparse_causal: bool,
 ) -> list[Slot]:
-    """The on-disk slots of `layers`: cross maps for the cross (and blending) steps, self maps for the self steps."""
+    """The per-layer slots: cross maps for the cross (and blending) steps, self maps for the self steps."""
     cross_steps, self_steps = settings.step_counts(steps)
     slots = []
     for layer in layers:
@@ -246,44 +284,3 @@ def store_slots(
         if count > 0:
             slots.append(Slot(layer.name, layer.kind, count, layer.heads, queries, keys))
     return slots
-
-
-def check_disk_space(folder: Path, needed: int) -> None:
-    """Refuse to start when the store would not fit: writing a memory map past a full disk kills the process."""
-    import shutil
-
-    from longedit.errors import UserError
-
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
-    if needed > free:
-        raise UserError(
-            f"the FateZero attention store needs {needed / 2**30:.1f} GiB in {folder} but only {free / 2**30:.1f} GiB are free",
-            "use --work-dir on a larger disk, fewer --steps, lower --self-replace-steps, or --fuse-resolution h32",
-        )
-
-
-def build_fusion(
-    unet: torch.nn.Module,
-    alignment: TokenAlignment,
-    settings: FusionSettings,
-    steps: int,
-    windows: list[tuple[int, int]],
-    latent_hw: tuple[int, int],
-    folder: str | Path,
-    text_tokens: int = 77,
-    sparse_causal: bool = True,
-    uses_anchor: bool = True,
-    create: bool = True,
-) -> AttentionFusion:
-    """An AttentionFusion for a video with `windows` of latents `latent_hw`, its store in `folder`."""
-    layers = fused_layers(unet, settings.min_scale)
-    slots = store_slots(layers, settings, steps, latent_hw, text_tokens, sparse_causal)
-    rows = [(end - start) + (1 if uses_anchor and start > 0 else 0) for start, end in windows]
-    if create:
-        check_disk_space(Path(folder), AttentionDiskStore.expected_bytes(slots, rows))
-    store = AttentionDiskStore(folder, slots, rows, create=create)
-    kept = {slot.name for slot in slots}
-    return AttentionFusion([l for l in layers if l.name in kept], store, alignment, settings, steps)
