@@ -45,6 +45,7 @@ class RunState:
     unet_forwards: int = 0
     timing: dict[str, float] = field(default_factory=dict)
     fatezero: dict | None = None
+    paste: dict | None = None
     rng: torch.Tensor | None = None
 
     def as_dict(self) -> dict[str, Any]:

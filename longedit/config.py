@@ -161,6 +161,8 @@ class EditJob(BaseModel):
     source_noise: Literal["fresh", "fixed", "inversion"] = "fresh"
     inversion_prompt: Literal["auto", "source", "empty"] = "auto"
     anchor: Literal["window", "video"] = "window"
+    paste_background: bool | None = None
+    feather: int = Field(8, ge=0, le=256)
     mask_dilate: int = Field(0, ge=0)
     box_masks: bool = False
     min_area: int = Field(0, ge=0)
@@ -218,6 +220,14 @@ class EditJob(BaseModel):
         if self.guidance is not None:
             return self.guidance
         return FATEZERO_GUIDANCE if self.method == "fatezero" else REATCO_GUIDANCE
+
+    @property
+    def use_background_paste(self) -> bool:
+        """Composite the source's pixels outside the regions after decoding: on for reatco (it has regions),
+        off for fatezero (no regions), unless set."""
+        if self.paste_background is not None:
+            return self.paste_background
+        return self.method == "reatco"
 
     @property
     def effective_inversion_prompt(self) -> str:

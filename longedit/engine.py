@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from longedit import atomic, latent_decode
 from longedit.backbones.adapters import adapter_for
+from longedit.composite import BackgroundMeter, composite, feathered_alpha
 from longedit.config import EditJob, ObjectSpec
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
@@ -151,17 +152,37 @@ def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.BICUBIC))
 
 
-def write_video(backbone: Backbone, latents: torch.Tensor, info: VideoInfo, job: EditJob, size: tuple[int, int], progress: bool) -> None:
-    """Decode latents and stream them into the output file (atomic: temp name then rename), audio remuxed."""
+def write_video(
+    backbone: Backbone, latents: torch.Tensor, info: VideoInfo, job: EditJob, size: tuple[int, int], progress: bool,
+    masks: ObjectMasks | None = None,
+) -> dict | None:
+    """Decode latents and stream them into the output file (atomic: temp name then rename), audio remuxed.
+
+    With `masks` and the background paste on, each frame's background is the source's own pixels
+    (`longedit.composite`); returns what the paste measured (None without it).
+    """
     out_size = size if job.keep_size else (info.width, info.height)
+    paste = masks is not None and job.use_background_paste
+    sources = iter_frames(info.path, size=out_size) if paste else None
+    meter = BackgroundMeter()
     bar = tqdm(total=latents.shape[0], desc="encode", unit="frame", disable=not progress)
     with VideoWriter(
         job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path
     ) as writer:
-        for frame in decode_latents(backbone, latents):
-            writer.write(_resize(frame, out_size))
+        for index, frame in enumerate(decode_latents(backbone, latents)):
+            frame = _resize(frame, out_size)
+            if sources is not None:
+                source = next(sources)
+                alpha = feathered_alpha(masks.union(index, index + 1)[0, 0], out_size, job.feather)
+                meter.add(frame, source, alpha)
+                frame = composite(frame, source, alpha)
+            writer.write(frame)
             bar.update(1)
     bar.close()
+    if not paste:
+        return None
+    return {"enabled": True, "feather_px": job.feather, "decoded_background_psnr_db": meter.mean(),
+            "written_background": "exact: the source's decoded pixels outside the regions and their feather"}
 
 
 def _mask_reader(obj_folder: Path, word: str, frames: int, size: tuple[int, int]):
@@ -318,7 +339,7 @@ def run_edit(
         if fusion is not None:  # the decode phase never needs the maps again
             fusion.store.close(delete=True)
         keeper.clock = time.perf_counter()
-        write_video(backbone, latents, prepared.info, job, prepared.processed_size, progress)
+        state.paste = write_video(backbone, latents, prepared.info, job, prepared.processed_size, progress, masks)
         keeper.lap("encode_s")
     report = build_report(job, prepared, backbone, editor, state, masks, words, latents, resumed_from, started)
     if job.report is not None:
@@ -496,6 +517,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
             "skipped_updates": state.skipped_updates,
         },
         "irjs": {"enabled": job.irjs, "source_noise": job.source_noise, "background_latent_mae": outside},
+        "background_paste": state.paste or {"enabled": False},
         "settings": effective_settings(job, editor, windows),
         "method": job.method,
         "backbone": backbone.kind,

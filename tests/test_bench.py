@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_bench_tiny_compares_both_modes_in_their_own_processes(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(["bench", "--preset", "tiny", "--frames", "8", "--steps", "2", "--size", "64", "--threads", "1",
-                 "--quiet", "--json", str(out)])
+                 "--no-refine", "--quiet", "--json", str(out)])  # refinement repeats passes a loss-dependent number of times
     assert code == 0
     printed = capsys.readouterr().out
     assert "optimized/reference" in printed and "VAE never runs" in printed

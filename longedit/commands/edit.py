@@ -59,6 +59,11 @@ def print_summary(report: dict) -> None:
     mae = report["irjs"]["background_latent_mae"]
     if mae is not None:
         typer.echo(f"  background latent MAE vs source: {mae:.4f}")
+    paste = report.get("background_paste") or {}
+    if paste.get("enabled"):
+        psnr = paste["decoded_background_psnr_db"]
+        decoded = "exact" if psnr is None else f"{psnr:.1f} dB"
+        typer.echo(f"  background: the source's pixels pasted back (decoded edit alone: {decoded} PSNR)")
     for line in report.get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
 
@@ -100,6 +105,8 @@ def edit(
     source_noise: Annotated[Optional[str], typer.Option(help="IRJS source latents: fresh (a new seeded draw per step, as the official code), fixed (one draw) or inversion (the DDIM trajectory) [fresh].")] = None,
     inversion_prompt: Annotated[Optional[str], typer.Option(help="Prompt of the DDIM inversion: auto (empty for reatco, as the official code; source for fatezero), source or empty [auto].")] = None,
     anchor: Annotated[Optional[str], typer.Option(help="Cross-frame attention anchor: window (each window's first frame, Tune-A-Video) or video (the video's first frame prepended to every window) [window].")] = None,
+    paste_background: Annotated[Optional[bool], typer.Option("--paste-background/--no-paste-background", help="After decoding, put the source's own pixels back outside the regions: no VAE drift or flicker there [on for reatco with regions].")] = None,
+    feather: Annotated[Optional[int], typer.Option(help="Width in pixels of the soft edge of the background paste [8].")] = None,
     mask_dilate: Annotated[Optional[int], typer.Option(help="Grow the object regions by N source pixels [0].")] = None,
     box_masks: Annotated[Optional[bool], typer.Option("--box-masks", help="Use each mask's bounding box (the paper's box regions).")] = None,
     min_area: Annotated[Optional[int], typer.Option(help="Drop tracked masks smaller than N pixels [0].")] = None,
