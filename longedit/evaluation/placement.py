@@ -1,0 +1,113 @@
+"""Placement: per object word, the share of frames where a detector finds the word's object in its region.
+
+A detector is anything with `detect(frame, words) -> {word: (x0, y0, x1, y1) or None}` (pixels of the
+uint8 HxWx3 frame). An object counts as placed in a frame when the centre of its detected box lies inside
+the word's (dilated) region; a missed detection counts as not placed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from longedit.config import Box
+from longedit.evaluation.metric import available, missing
+
+
+class Detector(Protocol):
+    """The detector plug-in interface."""
+
+    def detect(self, frame: np.ndarray, words: Sequence[str]) -> dict[str, Box | None]: ...
+
+
+def load_toy_detector() -> tuple[Detector | None, str | None]:
+    """The toy world's detector (`longedit.toyworld.detect`), imported lazily; (None, reason) if absent."""
+    try:
+        module = importlib.import_module("longedit.toyworld")
+    except ImportError as error:
+        return None, f"the toy world (longedit.toyworld) is not available: {error}"
+    detect = getattr(module, "detect", None)
+    if not callable(detect):
+        return None, "longedit.toyworld has no detect(frame, words) function"
+
+    class _Toy:
+        def detect(self, frame: np.ndarray, words: Sequence[str]) -> dict[str, Box | None]:
+            return detect(frame, words)
+
+    return _Toy(), None
+
+
+class OpenVocabularyDetector:
+    """A transformers zero-shot detector (OWLv2, OWL-ViT, Grounding DINO): the best box per word."""
+
+    def __init__(self, model, processor, threshold: float = 0.1) -> None:
+        self.model, self.processor, self.threshold = model, processor, threshold
+
+    def detect(self, frame: np.ndarray, words: Sequence[str]) -> dict[str, Box | None]:
+        import torch
+
+        inputs = self.processor(text=[list(words)], images=frame, return_tensors="pt")
+        with torch.no_grad():
+            outputs = self.model(**inputs)
+        height, width = frame.shape[:2]
+        result = self.processor.post_process_object_detection(
+            outputs, threshold=self.threshold, target_sizes=[(height, width)]
+        )[0]
+        found: dict[str, Box | None] = {word: None for word in words}
+        best: dict[str, float] = {}
+        for score, label, box in zip(result["scores"], result["labels"], result["boxes"]):
+            word = words[int(label)]
+            if float(score) > best.get(word, -1.0):
+                best[word] = float(score)
+                found[word] = tuple(float(v) for v in box)  # type: ignore[assignment]
+        return found
+
+
+def load_detector(name: str | None, local_files_only: bool) -> tuple[Detector | None, str | None]:
+    """`toy`, or a transformers zero-shot detection model (folder or hub id); (None, reason) otherwise."""
+    if not name:
+        return None, "no detector given (--detector toy or an open-vocabulary model folder/hub id)"
+    if name == "toy":
+        return load_toy_detector()
+    try:
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        model = AutoModelForZeroShotObjectDetection.from_pretrained(name, local_files_only=local_files_only).eval()
+        processor = AutoProcessor.from_pretrained(name, local_files_only=local_files_only)
+    except Exception as error:  # noqa: BLE001 - reported, never guessed around
+        return None, f"detector '{name}' could not be loaded: {type(error).__name__}: {error}".splitlines()[0]
+    return OpenVocabularyDetector(model, processor), None
+
+
+def placed(box: Box | None, region: np.ndarray) -> bool:
+    """True when the centre of `box` lies inside the bool [H, W] `region`."""
+    if box is None:
+        return False
+    height, width = region.shape
+    x = int((box[0] + box[2]) / 2)
+    y = int((box[1] + box[3]) / 2)
+    return 0 <= x < width and 0 <= y < height and bool(region[y, x])
+
+
+class Placement:
+    """Per word, per frame: placed or not."""
+
+    def __init__(self, detector: Detector, words: Sequence[str]) -> None:
+        self.detector, self.words = detector, list(words)
+        self.hits: dict[str, list[bool]] = {word: [] for word in self.words}
+
+    def update(self, frame: np.ndarray, regions: np.ndarray) -> None:
+        """Detect the words in one edited frame; `regions` is bool [J, H, W] in word order."""
+        boxes = self.detector.detect(frame, self.words)
+        for j, word in enumerate(self.words):
+            self.hits[word].append(placed(boxes.get(word), regions[j]))
+
+    def result(self) -> dict[str, dict]:
+        """Per word: the share of frames placed, and the per-frame booleans."""
+        return {
+            word: available(sum(hits) / len(hits), hits) if hits else missing("no frames")
+            for word, hits in self.hits.items()
+        }
