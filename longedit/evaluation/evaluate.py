@@ -37,8 +37,8 @@ def check_same_shape(source, edited) -> None:
     """Frame counts and sizes must match (containers and codecs may differ)."""
     if source.frames != edited.frames:
         raise UserError(
-            f"'{source.path}' has {source.frames} frames but '{edited.path}' has {edited.frames}",
-            "compare a video with its own edit (same frames)",
+            f"'{source.path}' has {source.frames} frames but '{edited.path}' has {edited.frames} frames",
+            "compare a video with its own edit, frame for frame",
         )
     if (source.width, source.height) != (edited.width, edited.height):
         raise UserError(

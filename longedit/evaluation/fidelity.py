@@ -21,8 +21,8 @@ _LPIPS_FILES = {  # torchvision backbone checkpoints the torchmetrics LPIPS nets
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float [1, 3, H, W] in 0..255."""
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+    """uint8 HxWx3 -> float64 [1, 3, H, W] in 0..255 (float32 SSIM variances are off by ~1e-4 at 255)."""
+    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].double()
 
 
 def background_psnr(source: torch.Tensor, edited: torch.Tensor, background: np.ndarray) -> float | None:
@@ -53,7 +53,7 @@ class Lpips:
         keep = torch.from_numpy(background)
         composite = torch.where(keep, edited, source)
         with torch.no_grad():
-            return float(self.metric(composite / 255.0, source / 255.0))
+            return float(self.metric((composite / 255.0).float(), (source / 255.0).float()))
 
 
 def load_lpips(net: str, local_files_only: bool) -> tuple[Lpips | None, str | None]:
