@@ -176,8 +176,42 @@ def test_placement_share_with_a_plug_in_detector():
     assert placed((0, 0, 2, 2), region[0]) and not placed(None, region[0])
 
 
+class _Blob:
+    def __init__(self, colour, shape, box):
+        self.colour, self.shape, self.box = colour, shape, box
+        self.area = (box[2] - box[0]) * (box[3] - box[1])
+
+
+def test_toy_detector_adapter_maps_words_to_blobs():
+    from types import SimpleNamespace
+
+    from longedit.evaluation.placement import ToyDetector
+
+    blobs = [_Blob("red", "square", (0, 0, 4, 4)), _Blob("blue", "circle", (10, 10, 20, 20)),
+             _Blob("green", "circle", (30, 30, 50, 50))]
+
+    def find(detections, colour, shape=None):
+        return next((d for d in detections if d.colour == colour and shape in (None, d.shape)), None)
+
+    module = SimpleNamespace(detect=lambda image: blobs, find=find)
+    detector = ToyDetector(module, ["red", "blue", "green"], ["circle", "square", "triangle"], "a blue circle and a red square")
+    found = detector.detect(_frame(0, 8), ["circle", "red", "square", "triangle", "dog"])
+    assert found == {"circle": (10, 10, 20, 20), "red": (0, 0, 4, 4), "square": (0, 0, 4, 4), "triangle": None, "dog": None}
+    unprompted = ToyDetector(module, ["red", "blue", "green"], ["circle", "square"], "")
+    assert unprompted.detect(_frame(0, 8), ["circle"]) == {"circle": (30, 30, 50, 50)}  # the largest circle
+
+
+def test_real_toy_detector_finds_a_red_square_when_the_toy_world_is_there():
+    pytest.importorskip("longedit.toyworld.detect")
+    detector, reason = load_detector("toy", local_files_only=True, prompt="a red square")
+    assert reason is None
+    frame = _frame(128, 64)
+    frame[10:30, 20:40] = (225, 30, 35)
+    assert detector.detect(frame, ["square"]) == {"square": (20.0, 10.0, 40.0, 30.0)}
+
+
 def test_toy_detector_missing_is_null_with_a_reason(monkeypatch):
-    monkeypatch.setitem(sys.modules, "longedit.toyworld", None)  # import fails, as before the toy world lands
+    monkeypatch.setitem(sys.modules, "longedit.toyworld.detect", None)  # import fails, as before the toy world lands
     detector, reason = load_detector("toy", local_files_only=True)
     assert detector is None and "longedit.toyworld" in reason
     detector, reason = load_detector("/no/such/owl", local_files_only=True)

@@ -68,7 +68,7 @@ def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings
 
     lpips_metric, lpips_reason = load_lpips(settings.lpips, settings.local_files_only)
     clip, clip_reason = load_clip(settings.clip, settings.local_files_only, settings.device)
-    detector, detector_reason = load_detector(settings.detector, settings.local_files_only)
+    detector, detector_reason = load_detector(settings.detector, settings.local_files_only, settings.prompt)
     clip_metrics = ClipMetrics(clip, settings.prompt) if clip is not None else None
     placement = Placement(detector, words) if detector is not None else None
     temporal = TemporalConsistency()

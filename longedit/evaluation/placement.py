@@ -23,21 +23,46 @@ class Detector(Protocol):
     def detect(self, frame: np.ndarray, words: Sequence[str]) -> dict[str, Box | None]: ...
 
 
-def load_toy_detector() -> tuple[Detector | None, str | None]:
-    """The toy world's detector (`longedit.toyworld.detect`), imported lazily; (None, reason) if absent."""
+class ToyDetector:
+    """Adapter to the toy world's colour-blob detector (`longedit.toyworld.detect`).
+
+    A word that is a colour finds that colour's blob; a word that is a shape finds that shape, in the
+    colour written just before it in the prompt ("a red circle") when there is one, else the largest blob
+    of that shape. Other words are never found.
+    """
+
+    def __init__(self, detect_module, colours: Sequence[str], shapes: Sequence[str], prompt: str = "") -> None:
+        self.module, self.colours, self.shapes = detect_module, set(colours), set(shapes)
+        tokens = prompt.lower().replace(",", " ").split()
+        self.colour_of = {b: a for a, b in zip(tokens, tokens[1:]) if a in self.colours and b in self.shapes}
+
+    def _find(self, detections: list, word: str):
+        word = word.lower()
+        if word in self.colours:
+            return self.module.find(detections, word)
+        if word in self.shapes:
+            if word in self.colour_of:
+                return self.module.find(detections, self.colour_of[word], word)
+            same = [d for d in detections if d.shape == word]
+            return max(same, key=lambda d: d.area) if same else None
+        return None
+
+    def detect(self, frame: np.ndarray, words: Sequence[str]) -> dict[str, Box | None]:
+        detections = self.module.detect(frame)
+        found = {word: self._find(detections, word) for word in words}
+        return {word: (tuple(float(v) for v in d.box) if d is not None else None) for word, d in found.items()}  # type: ignore[misc]
+
+
+def load_toy_detector(prompt: str = "") -> tuple[Detector | None, str | None]:
+    """The toy world's detector, imported lazily; (None, reason) while `longedit.toyworld` is absent."""
     try:
-        module = importlib.import_module("longedit.toyworld")
-    except ImportError as error:
-        return None, f"the toy world (longedit.toyworld) is not available: {error}"
-    detect = getattr(module, "detect", None)
-    if not callable(detect):
-        return None, "longedit.toyworld has no detect(frame, words) function"
-
-    class _Toy:
-        def detect(self, frame: np.ndarray, words: Sequence[str]) -> dict[str, Box | None]:
-            return detect(frame, words)
-
-    return _Toy(), None
+        detect_module = importlib.import_module("longedit.toyworld.detect")
+        world = importlib.import_module("longedit.toyworld.world")
+        colours, shapes = list(world.COLOURS), list(world.SHAPES)
+        detect_module.detect, detect_module.find  # noqa: B018 - the interface this adapter needs
+    except (ImportError, AttributeError) as error:
+        return None, f"the toy world's detector (longedit.toyworld) is not available: {error}"
+    return ToyDetector(detect_module, colours, shapes, prompt), None
 
 
 class OpenVocabularyDetector:
@@ -66,12 +91,12 @@ class OpenVocabularyDetector:
         return found
 
 
-def load_detector(name: str | None, local_files_only: bool) -> tuple[Detector | None, str | None]:
+def load_detector(name: str | None, local_files_only: bool, prompt: str = "") -> tuple[Detector | None, str | None]:
     """`toy`, or a transformers zero-shot detection model (folder or hub id); (None, reason) otherwise."""
     if not name:
         return None, "no detector given (--detector toy or an open-vocabulary model folder/hub id)"
     if name == "toy":
-        return load_toy_detector()
+        return load_toy_detector(prompt)
     try:
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
