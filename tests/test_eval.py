@@ -58,7 +58,8 @@ def test_ssim_of_a_constant_offset_is_the_luminance_term():
     source, edited = _frame(100), _frame(110)
     background = np.ones((16, 16), dtype=bool)
     expected = (2 * 100 * 110 + C1) / (100**2 + 110**2 + C1)  # zero variance: the structure term is 1
-    assert background_ssim(to_tensor(source), to_tensor(edited), background) == pytest.approx(expected, abs=1e-6)
+    ssim = background_ssim(to_tensor(source), to_tensor(edited), background)
+    assert ssim == pytest.approx(expected, abs=5e-4)  # float32: variances E[x^2] - mu^2 lose ~1e-2 of 58.5
 
 
 def test_no_background_gives_none():
