@@ -39,7 +39,7 @@ def test_identical_frames_give_capped_psnr_and_ssim_one():
     frame = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
     background = np.ones((24, 24), dtype=bool)
     assert background_psnr(to_tensor(frame), to_tensor(frame), background) == PSNR_CAP
-    assert background_ssim(to_tensor(frame), to_tensor(frame), background) == pytest.approx(1.0, abs=1e-6)
+    assert background_ssim(to_tensor(frame), to_tensor(frame), background) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_psnr_of_a_known_change_outside_and_inside_the_region():
@@ -313,7 +313,7 @@ def test_cli_end_to_end_on_identical_videos(clips, tiny_clip_dir, tmp_path, caps
     assert report["frames"] == 6 and report["words"] == ["cat"]
     background = report["background"]
     assert background["psnr"]["per_frame"] == [PSNR_CAP] * 6
-    assert background["ssim"]["value"] == pytest.approx(1.0, abs=1e-6)
+    assert background["ssim"]["value"] == pytest.approx(1.0, abs=1e-4)  # float32 convolutions
     assert background["lpips"]["value"] is None and background["lpips"]["reason"]
     for where in ("inside", "outside"):
         assert report["temporal"][where]["relative"] == pytest.approx(1.0)

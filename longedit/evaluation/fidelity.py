@@ -38,7 +38,7 @@ def background_ssim(source: torch.Tensor, edited: torch.Tensor, background: np.n
     """Mean of the SSIM map (Gaussian 11x11, sigma 1.5, range 255, all channels) over the background.
 
     Computed in float32 (float64 convolutions are ~30x slower on CPU): the variances E[x^2] - mu^2 lose
-    about 1e-2 at 255 scale, so values are good to ~2e-4; identical frames still give exactly 1.
+    about 1e-2 at 255 scale, so values are good to ~2e-4 (identical frames give 1 within ~1e-5).
     """
     if not background.any():
         return None
