@@ -219,6 +219,36 @@ def test_toy_detector_missing_is_null_with_a_reason(monkeypatch):
     assert detector is None and "could not be loaded" in reason
 
 
+@pytest.fixture(scope="module")
+def tiny_owl_dir(tmp_path_factory) -> Path:
+    """A tiny random OWL-ViT detector with its processor, saved with save_pretrained."""
+    from transformers import CLIPTokenizer, OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
+
+    torch.manual_seed(0)
+    layers = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = OwlViTConfig(
+        text_config={**layers, "vocab_size": 514, "max_position_embeddings": 16,
+                     "bos_token_id": 512, "eos_token_id": 513, "pad_token_id": 513},
+        vision_config={**layers, "image_size": 32, "patch_size": 8},
+        projection_dim=32,
+    )
+    folder = tmp_path_factory.mktemp("owl") / "tiny-owl"
+    OwlViTForObjectDetection(config).save_pretrained(folder)
+    _write_byte_tokenizer(folder)
+    images = OwlViTImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32})
+    OwlViTProcessor(image_processor=images, tokenizer=CLIPTokenizer.from_pretrained(folder, model_max_length=16)).save_pretrained(folder)
+    return folder
+
+
+def test_open_vocabulary_detector_from_a_tiny_random_owl(tiny_owl_dir):
+    detector, reason = load_detector(str(tiny_owl_dir), local_files_only=True)
+    assert reason is None
+    found = detector.detect(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8), ["cat", "dog"])
+    assert set(found) == {"cat", "dog"}
+    for box in found.values():
+        assert box is None or (len(box) == 4 and all(math.isfinite(v) for v in box))
+
+
 # ------------------------------------------------------------------------------ CLIP
 
 

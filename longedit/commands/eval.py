@@ -72,7 +72,7 @@ def eval_command(
         Optional[list[str]],
         typer.Option(
             "--object",
-            help="WORD=x0,y0,x1,y1\\[@FRAME]: an edited object's region in source pixels; repeat @FRAME for "
+            help="WORD=x0,y0,x1,y1[@FRAME]: an edited object's region in source pixels; repeat @FRAME for "
             "keyframes, repeat WORD for more objects. WORD alone takes its region from --masks.",
             show_default=False,
         ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from longedit.evaluation.metric import available, mean, missing
+from longedit.evaluation.metric import available, failure, mean, missing
 
 BATCH = 16
 
@@ -53,7 +53,7 @@ def load_clip(name: str | None, local_files_only: bool, device: str = "cpu") -> 
     try:
         model = CLIPModel.from_pretrained(name, local_files_only=local_files_only).eval().to(device)
     except Exception as error:  # noqa: BLE001 - reported, never guessed around
-        return None, f"CLIP model '{name}' could not be loaded: {type(error).__name__}: {error}".splitlines()[0]
+        return None, failure(f"CLIP model '{name}' could not be loaded", error)
     try:
         processor = CLIPImageProcessor.from_pretrained(name, local_files_only=local_files_only)
     except Exception:  # noqa: BLE001 - a bare model folder: CLIP's standard preprocessing at its image size

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from longedit.evaluation.metric import failure
+
 PSNR_CAP = 100.0
 _LPIPS_FILES = {  # torchvision backbone checkpoints the torchmetrics LPIPS nets load
     "alex": "alexnet-owt-7be5be79.pth",
@@ -78,5 +80,5 @@ def load_lpips(net: str, local_files_only: bool) -> tuple[Lpips | None, str | No
 
         metric = LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True).eval()
     except Exception as error:  # noqa: BLE001 - any load failure is reported, never guessed around
-        return None, f"LPIPS weights could not be loaded: {type(error).__name__}: {error}".splitlines()[0]
+        return None, failure("LPIPS weights could not be loaded", error)
     return Lpips(metric), None

@@ -23,3 +23,9 @@ def mean(values: Sequence[float | None]) -> float | None:
     """Mean of the values that are not None; None when there are none."""
     kept = [v for v in values if v is not None]
     return sum(kept) / len(kept) if kept else None
+
+
+def failure(what: str, error: BaseException) -> str:
+    """One-line reason for a load/run failure: `what: ErrorType: message` (whitespace collapsed, capped)."""
+    message = " ".join(str(error).split())
+    return f"{what}: {type(error).__name__}: {message}"[:400]

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from longedit.config import Box
-from longedit.evaluation.metric import available, missing
+from longedit.evaluation.metric import available, failure, missing
 
 
 class Detector(Protocol):
@@ -78,14 +78,14 @@ class OpenVocabularyDetector:
         with torch.no_grad():
             outputs = self.model(**inputs)
         height, width = frame.shape[:2]
-        result = self.processor.post_process_object_detection(
-            outputs, threshold=self.threshold, target_sizes=[(height, width)]
+        result = self.processor.post_process_grounded_object_detection(
+            outputs, threshold=self.threshold, target_sizes=[(height, width)], text_labels=[list(words)]
         )[0]
+        labels = result.get("text_labels") or [words[int(label)] for label in result["labels"]]
         found: dict[str, Box | None] = {word: None for word in words}
         best: dict[str, float] = {}
-        for score, label, box in zip(result["scores"], result["labels"], result["boxes"]):
-            word = words[int(label)]
-            if float(score) > best.get(word, -1.0):
+        for score, word, box in zip(result["scores"], labels, result["boxes"]):
+            if word in found and float(score) > best.get(word, -1.0):
                 best[word] = float(score)
                 found[word] = tuple(float(v) for v in box)  # type: ignore[assignment]
         return found
@@ -103,8 +103,13 @@ def load_detector(name: str | None, local_files_only: bool, prompt: str = "") ->
         model = AutoModelForZeroShotObjectDetection.from_pretrained(name, local_files_only=local_files_only).eval()
         processor = AutoProcessor.from_pretrained(name, local_files_only=local_files_only)
     except Exception as error:  # noqa: BLE001 - reported, never guessed around
-        return None, f"detector '{name}' could not be loaded: {type(error).__name__}: {error}".splitlines()[0]
-    return OpenVocabularyDetector(model, processor), None
+        return None, failure(f"detector '{name}' could not be loaded", error)
+    detector = OpenVocabularyDetector(model, processor)
+    try:  # a processor can load yet fail on use (e.g. OWLv2's resize needs scipy): try one frame now
+        detector.detect(np.zeros((32, 32, 3), np.uint8), ["object"])
+    except Exception as error:  # noqa: BLE001 - reported, never guessed around
+        return None, failure(f"detector '{name}' does not run", error)
+    return detector, None
 
 
 def placed(box: Box | None, region: np.ndarray) -> bool:
