@@ -379,3 +379,21 @@ def test_mismatched_videos_exit_2_and_write_nothing(clips, tmp_path, capsys):
     assert main(["eval", str(source), str(source), "--json", str(out)]) == 2  # no regions
     assert main(["eval", str(source), str(source), "--object", "cat=1,1,5,5", "--json", str(tmp_path / "no" / "e.json")]) == 2
     assert not out.exists()
+
+
+def test_cli_with_a_mask_folder_and_an_open_vocabulary_detector(clips, tiny_owl_dir, tmp_path):
+    from longedit.segmentation import save_mask_folder
+
+    source, copy, _ = clips
+    mask = np.zeros((1, 64, 64), dtype=bool)
+    mask[:, 16:48, 16:48] = True  # the background is the other 4096 - 1024 pixels
+    save_mask_folder(tmp_path / "masks", ["cat"], [mask] * 6)
+    out = tmp_path / "eval.json"
+    code = main(["eval", str(source), str(copy), "--masks", str(tmp_path / "masks"), "--margin", "0",
+                 "--detector", str(tiny_owl_dir), "--local-files-only", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["words"] == ["cat"] and report["background"]["psnr"]["value"] == PSNR_CAP
+    placement = report["placement"]["cat"]
+    assert len(placement["per_frame"]) == 6 and 0.0 <= placement["value"] <= 1.0
+    assert placement["value"] == sum(placement["per_frame"]) / 6
