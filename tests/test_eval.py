@@ -73,7 +73,7 @@ def test_lpips_without_weights_is_null_with_a_reason(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     metric, reason = load_lpips("alex", local_files_only=True)
     assert metric is None and reason  # torchvision missing, or its weights not cached
-    assert load_lpips("none", local_files_only=True) == (None, "disabled (--lpips none)")
+    assert load_lpips("none", local_files_only=True) == (None, "disabled by --lpips none")
 
 
 # ------------------------------------------------------------------------------ temporal consistency

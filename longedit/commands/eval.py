@@ -58,7 +58,11 @@ def summary_lines(report: dict) -> list[str]:
             lines.append(f"  temporal MAD {where} the regions: {entry['value']:.4f} ({ratio})")
     else:
         lines.append(f"  temporal MAD: n/a ({temporal['reason']})")
-    lines.append(f"  CLIP frame consistency {_fmt(clip['frame_consistency'])}, CLIP score {_fmt(clip['clip_score'], 2)}")
+    consistency, score = clip["frame_consistency"], clip["clip_score"]
+    if consistency["value"] is None and score["value"] is None and consistency["reason"] == score["reason"]:
+        lines.append(f"  CLIP metrics: n/a ({consistency['reason']})")
+    else:
+        lines.append(f"  CLIP frame consistency {_fmt(consistency)}, CLIP score {_fmt(score, 2)}")
     for word, entry in report["placement"].items():
         lines.append(f"  placement of '{word}': {_fmt(entry, 3)}")
     return lines

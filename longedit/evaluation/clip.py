@@ -47,7 +47,7 @@ class ClipModel:
 def load_clip(name: str | None, local_files_only: bool, device: str = "cpu") -> tuple[ClipModel | None, str | None]:
     """(ClipModel, None) when `name` (folder or hub id) loads with `CLIPModel.from_pretrained`, else (None, reason)."""
     if not name:
-        return None, "no CLIP model given (--clip MODEL: a folder or hub id)"
+        return None, "no CLIP model given: pass --clip MODEL, a folder or hub id"
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     try:

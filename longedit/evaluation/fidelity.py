@@ -65,9 +65,9 @@ class Lpips:
 def load_lpips(net: str, local_files_only: bool) -> tuple[Lpips | None, str | None]:
     """(LPIPS, None) when torchmetrics' LPIPS and its backbone weights load, else (None, reason)."""
     if net == "none":
-        return None, "disabled (--lpips none)"
+        return None, "disabled by --lpips none"
     if net not in _LPIPS_FILES:
-        return None, f"unknown LPIPS net '{net}' (use alex, vgg or squeeze)"
+        return None, f"unknown LPIPS net '{net}': use alex, vgg or squeeze"
     try:
         import torchvision  # noqa: F401 - torchmetrics' LPIPS needs it
     except ImportError:

@@ -94,7 +94,7 @@ class OpenVocabularyDetector:
 def load_detector(name: str | None, local_files_only: bool, prompt: str = "") -> tuple[Detector | None, str | None]:
     """`toy`, or a transformers zero-shot detection model (folder or hub id); (None, reason) otherwise."""
     if not name:
-        return None, "no detector given (--detector toy or an open-vocabulary model folder/hub id)"
+        return None, "no detector given: pass --detector toy, or an open-vocabulary model's folder or hub id"
     if name == "toy":
         return load_toy_detector(prompt)
     try:
