@@ -397,3 +397,18 @@ def test_cli_with_a_mask_folder_and_an_open_vocabulary_detector(clips, tiny_owl_
     placement = report["placement"]["cat"]
     assert len(placement["per_frame"]) == 6 and 0.0 <= placement["value"] <= 1.0
     assert placement["value"] == sum(placement["per_frame"]) / 6
+
+
+def test_evaluate_a_finished_job(clips, tmp_path):
+    from longedit.config import EditJob
+    from longedit.evaluation.job import evaluate_job
+
+    source, copy, _ = clips
+    job = EditJob(input=source, output=copy, source_prompt="a cat", prompt="a dog",
+                  objects=[{"word": "dog", "box": (8, 8, 24, 24)}], mask_dilate=2)
+    report = evaluate_job(job)
+    assert report["words"] == ["dog"] and report["margin_px"] == 2 + 8 and report["prompt"] == "a dog"
+    assert report["background"]["psnr"]["value"] == PSNR_CAP
+    small = make_clip(tmp_path / "small.mp4", frames=6, width=32, height=32).path
+    unmeasurable = evaluate_job(job.model_copy(update={"output": small}))
+    assert unmeasurable["value"] is None and "is 32x32" in unmeasurable["reason"]

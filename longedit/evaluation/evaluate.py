@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from longedit.config import ObjectSpec
 from longedit.errors import UserError
 from longedit.evaluation.clip import ClipMetrics, load_clip
 from longedit.evaluation.fidelity import PSNR_CAP, background_psnr, background_ssim, load_lpips, to_tensor
@@ -24,6 +25,7 @@ class EvalSettings:
 
     prompt: str = ""
     objects: list[str] = field(default_factory=list)  # --object WORD=x0,y0,x1,y1[@FRAME] values
+    object_specs: list[ObjectSpec] | None = None  # parsed objects (from a job); replace `objects`/`masks`
     masks: Path | None = None
     margin: int = 8
     clip: str | None = None
@@ -62,7 +64,9 @@ def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings
 
     source, edited = probe(source_path), probe(edited_path)
     check_same_shape(source, edited)
-    objects = resolve_objects(settings.objects, settings.masks)
+    objects = settings.object_specs if settings.object_specs is not None else resolve_objects(settings.objects, settings.masks)
+    if not objects:
+        raise UserError("no regions given", "give --object WORD=x0,y0,x1,y1[@FRAME] or --masks DIR")
     words = [o.word for o in objects]
     regions = iter_regions(objects, source.frames, source.width, source.height, settings.margin)
 
