@@ -412,3 +412,19 @@ def test_evaluate_a_finished_job(clips, tmp_path):
     small = make_clip(tmp_path / "small.mp4", frames=6, width=32, height=32).path
     unmeasurable = evaluate_job(job.model_copy(update={"output": small}))
     assert unmeasurable["value"] is None and "is 32x32" in unmeasurable["reason"]
+
+
+@pytest.mark.slow
+def test_edit_with_eval_puts_the_numbers_into_the_report(clips, tmp_path, capsys):
+    source, _, _ = clips
+    out, report_path = tmp_path / "out.mp4", tmp_path / "report.json"
+    code = main(["edit", str(source), "-o", str(out), "--model", "tiny", "--quiet",
+                 "--source-prompt", "a red square on a road", "--prompt", "a yellow duck on a road",
+                 "--steps", "2", "--size", "64", "--window", "4", "--stride", "2",
+                 "--object", "duck=8,8,40,40", "--eval", "--report", str(report_path)])
+    assert code == 0
+    evaluation = json.loads(report_path.read_text())["eval"]
+    assert evaluation["frames"] == 6 and evaluation["words"] == ["duck"] and evaluation["margin_px"] == 8
+    assert len(evaluation["background"]["psnr"]["per_frame"]) == 6
+    assert 0 < evaluation["background"]["ssim"]["value"] <= 1
+    assert "eval: 6 frames" in capsys.readouterr().out
