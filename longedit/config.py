@@ -166,6 +166,7 @@ class EditJob(BaseModel):
     mask_dilate: int = Field(0, ge=0)
     box_masks: bool = False
     min_area: int = Field(0, ge=0)
+    eval: bool = False  # measure the output with `longedit eval` afterwards (report key "eval")
 
     method: Literal["reatco", "fatezero"] = "reatco"
     fuse_attention: bool = False

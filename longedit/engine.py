@@ -217,7 +217,7 @@ def build_masks(job: EditJob, prepared: Prepared, grid: tuple[int, int], progres
 # ------------------------------------------------------------------------------------ checkpoints
 def job_fingerprint(job: EditJob, info: VideoInfo) -> str:
     """What the result depends on: settings (not output/report paths) and the input file's identity."""
-    settings = job.model_dump(mode="json", exclude={"output", "report", "checkpoint_every"})
+    settings = job.model_dump(mode="json", exclude={"output", "report", "checkpoint_every", "eval", "paste_background", "feather"})
     return checkpoint.job_fingerprint(settings, Path(job.input), info.frames)
 
 
@@ -475,6 +475,15 @@ def run_denoise(
     return latents
 
 
+def evaluate_after_edit(job: EditJob) -> dict | None:
+    """`longedit eval` of the finished output when the job asks for it (`--eval`, `eval: true`), else None."""
+    if not job.eval:
+        return None
+    from longedit.evaluation.job import evaluate_job
+
+    return evaluate_job(job)
+
+
 def build_report(job, prepared, backbone, editor, state: RunState, masks, words, latents, resumed_from, started) -> dict:
     """report.json: what was run, how long it took, what RAD and IRJS measured."""
     info, size, windows, source = prepared.info, prepared.processed_size, state.windows, state.source
@@ -526,6 +535,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "latent_checksum": latent_checksum(latents.float()),
         "resumed_from": resumed_from,
         "warnings": warnings_list,
+        "eval": evaluate_after_edit(job),
     }
 
 

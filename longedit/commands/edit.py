@@ -64,6 +64,12 @@ def print_summary(report: dict) -> None:
         psnr = paste["decoded_background_psnr_db"]
         decoded = "exact" if psnr is None else f"{psnr:.1f} dB"
         typer.echo(f"  background: the source's pixels pasted back (decoded edit alone: {decoded} PSNR)")
+    if report.get("eval") is not None:
+        from longedit.commands.eval import summary_lines
+
+        evaluation = report["eval"]
+        lines = summary_lines(evaluation) if evaluation.get("frames") else [f"n/a ({evaluation['reason']})"]
+        typer.echo("eval: " + "\n".join(lines))
     for line in report.get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
 
@@ -110,6 +116,7 @@ def edit(
     mask_dilate: Annotated[Optional[int], typer.Option(help="Grow the object regions by N source pixels [0].")] = None,
     box_masks: Annotated[Optional[bool], typer.Option("--box-masks", help="Use each mask's bounding box (the paper's box regions).")] = None,
     min_area: Annotated[Optional[int], typer.Option(help="Drop tracked masks smaller than N pixels [0].")] = None,
+    eval: Annotated[Optional[bool], typer.Option("--eval", help="Measure the output afterwards (`longedit eval` in the job's regions) and put the numbers into the report [off].")] = None,  # noqa: A002
     method: Annotated[Optional[str], typer.Option(help="reatco (RAD + IRJS, regions given) or fatezero (attention fusion, no masks needed) [reatco].")] = None,
     fuse_attention: Annotated[Optional[bool], typer.Option("--fuse-attention/--no-fuse-attention", help="Add FateZero attention fusion to --method reatco [off].")] = None,
     cross_replace_steps: Annotated[Optional[float], typer.Option(help="FateZero: fraction of first steps whose cross-attention follows the source's [0.8].")] = None,
