@@ -22,9 +22,9 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from longedit.commands import bench, edit, jobs, masks
+    from longedit.commands import bench, demo, edit, jobs, masks
 
-    for module in (edit, masks, jobs, bench):
+    for module in (edit, demo, masks, jobs, bench):
         module.register(app)
 
 

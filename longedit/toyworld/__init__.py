@@ -16,3 +16,8 @@ TOY = "toy"
 def model_path() -> Path:
     """Folder of the trained toy model shipped inside the package."""
     return Path(__file__).with_name("model")
+
+
+def resolve_model_name(model: str) -> str:
+    """`toy` -> the shipped model folder's path; any other model name unchanged."""
+    return str(model_path()) if model == TOY else model
