@@ -1,0 +1,136 @@
+"""The committed toy model: loads by name, draws what it is told, and edits a toy clip measurably.
+
+Every number is measured by the toy world's detector against ground truth (see longedit.toyworld).
+The bounds are stated here; the model card (longedit/toyworld/model/README.md) has the full gates.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from longedit.toyworld import model_path
+
+pytestmark = pytest.mark.slow
+
+MAX_MODEL_MB = 20
+MIN_DRAWN = 0.6  # share of objects the detector agrees with on a few single-object captions
+MIN_BACKGROUND_PSNR_DB = 25.0  # outside the region (8 px margin), edited vs source
+MAX_SEAM_RATIO = 2.5  # frame-to-frame change at window boundaries over the median change elsewhere
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from longedit.models import load_backbone
+
+    return load_backbone("toy", device="cpu")
+
+
+def test_toy_model_is_a_small_sd_folder_loaded_by_name(toy):
+    from longedit.attention import capture_layer_names
+    from longedit.toyworld.world import VOCABULARY
+
+    folder = model_path()
+    assert (folder / "model_index.json").is_file() and (folder / "README.md").is_file()
+    size_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+    assert size_mb <= MAX_MODEL_MB
+    assert toy.name == "toy" and toy.kind == "sd" and toy.vae_scale == 8
+    assert len(toy.unet.config.block_out_channels) == 4
+    assert capture_layer_names(toy.unet, 4), "an H/32 cross-attention map exists"
+    assert all(len(toy.tokenizer.tokenize(w)) == 1 for w in VOCABULARY)
+    config = toy.scheduler.config
+    assert (config.clip_sample, config.set_alpha_to_one, config.steps_offset) == (False, False, 1)
+
+
+def test_toy_model_draws_what_it_is_told(toy):
+    from longedit.toyworld.detect import agreement, detect
+    from longedit.toyworld.pipeline import generate
+    from longedit.toyworld.world import Scene, ToyObject
+
+    objects = [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("green", "square"), ("purple", "circle"), ("white", "triangle")]
+    scenes = [Scene(bg, (ToyObject(c, s, 64, 64, 50),)) for (c, s), bg in zip(objects, ["grass", "sand", "water", "sky", "road", "grass"])]
+    images = generate(toy, [s.caption for s in scenes], steps=15, guidance=7.5, seed=3)
+    hits = [agreement(detect(image), scene.objects)[0] for image, scene in zip(images, scenes)]
+    assert np.mean(hits) >= MIN_DRAWN, hits
+
+
+@pytest.fixture(scope="module")
+def edits(tmp_path_factory):
+    """The demo's edit on a short clip (3 overlapping windows), with and without RAD."""
+    from longedit.commands.edit import build_job
+    from longedit.config import parse_object_args
+    from longedit.engine import run_edit
+    from longedit.toyworld.demo_clip import demo_edit
+    from longedit.toyworld.render import write_clip
+    from longedit.video import iter_frames
+
+    folder = tmp_path_factory.mktemp("toy-edit")
+    edit = demo_edit(frames=8)
+    source = write_clip(edit.clip, folder / "toy.mp4", fps=Fraction(8))
+    job = build_job(
+        dict(
+            input=source, output=folder / "edited.mp4", model="toy", source_prompt=edit.source_prompt,
+            prompt=edit.prompt, steps=10, size=128, window=4, stride=2,
+            objects=parse_object_args(edit.object_args(every=2)),
+        )
+    )
+    run_edit(job, progress=False)
+    no_rad = job.model_copy(update={"rad": False, "output": folder / "no-rad.mp4"})
+    run_edit(no_rad, progress=False)
+    return edit, {name: list(iter_frames(path)) for name, path in (("source", source), ("edited", job.output), ("no-rad", no_rad.output))}
+
+
+def test_edit_changes_the_object_inside_its_region(edits):
+    from longedit.toyworld.scoring import in_region, placement_share
+
+    edit, frames = edits
+    assert placement_share(frames["source"], edit.boxes, "red", "circle") == 1.0
+    assert placement_share(frames["source"], edit.boxes, edit.colour, edit.shape) == 0.0
+    edited = placement_share(frames["edited"], edit.boxes, edit.colour, edit.shape)
+    assert edited >= 0.75, f"blue square in its region in {edited:.0%} of frames"
+    assert not any(in_region(f, "red", "circle", b) for f, b in zip(frames["edited"], edit.boxes))
+
+
+def test_rad_places_the_object_in_more_frames_than_without(edits):
+    from longedit.toyworld.scoring import placement_share
+
+    edit, frames = edits
+    with_rad = placement_share(frames["edited"], edit.boxes, edit.colour, edit.shape)
+    without = placement_share(frames["no-rad"], edit.boxes, edit.colour, edit.shape)
+    assert with_rad > without, (with_rad, without)
+
+
+def test_background_stays_close_to_the_source(edits):
+    from longedit.toyworld.scoring import background_psnr
+
+    edit, frames = edits
+    assert background_psnr(frames["edited"], frames["source"], edit.boxes) >= MIN_BACKGROUND_PSNR_DB
+
+
+def test_no_seam_at_window_boundaries(edits):
+    from longedit.toyworld.scoring import outside_mask, seam_ratio
+
+    edit, frames = edits
+    # windows of 4, stride 2 over 8 frames: [0-3], [2-5], [4-7]; frame sets change between 1|2, 3|4 and 5|6
+    background = [outside_mask(f.shape[:2], b, 8) for f, b in zip(frames["edited"], edit.boxes)]
+    ratio = seam_ratio(frames["edited"], [2, 4, 6], background)
+    assert ratio <= MAX_SEAM_RATIO, ratio
+
+
+def test_demo_command_writes_videos_measures_and_a_contact_sheet(tmp_path, capsys):
+    from longedit.cli import main
+    from longedit.video import probe
+
+    assert main(["demo", "--out", str(tmp_path), "--frames", "6", "--steps", "4", "--window", "6"]) == 0
+    out = capsys.readouterr().out
+    for name in ("toy.mp4", "toy-edited.mp4", "toy-no-rad.mp4", "toy-no-irjs.mp4", "report.json", "contact-sheet.png"):
+        assert (tmp_path / name).is_file(), name
+    info = probe(tmp_path / "toy-edited.mp4")
+    assert info.frames == 6 and info.has_audio
+    measured = json.loads((tmp_path / "measured.json").read_text())
+    assert set(measured) == {"edited", "no RAD", "no IRJS"}
+    assert "blue square in its region in" in out and "background PSNR" in out
+    assert json.loads((tmp_path / "report-no-rad.json").read_text())["rad"]["enabled"] is False
