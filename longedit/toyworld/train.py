@@ -128,7 +128,10 @@ class Trainer:
             batch[flip] = batch[flip, :, ::-1]
             images = to_tensor(batch)
             posterior = self.vae.encode(images).latent_dist
-            recon = self.vae.decode(posterior.sample()).sample
+            # decoding the mean (not a sample) keeps the early, untrained posterior variance from drowning
+            # the latents in noise: with a tiny KL weight the model is close to a plain autoencoder anyway
+            latent = posterior.mean if cfg.get("decode_mean", False) else posterior.sample()
+            recon = self.vae.decode(latent).sample
             rec = F.mse_loss(recon, images) + 0.5 * F.l1_loss(recon, images)
             kl = posterior.kl().mean() / images[0].numel()
             loss = rec + cfg["kl_weight"] * kl * images[0].numel()
