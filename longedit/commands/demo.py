@@ -30,8 +30,8 @@ def _frames(path: Path) -> list:
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the toy clip, the edited clips, reports and the contact sheet.")] = Path("demo-output"),
     model: Annotated[str, typer.Option(help="'toy' (trained, built in), 'tiny' (random, smoke runs) or a model folder.")] = "toy",
-    frames: Annotated[int, typer.Option(help="Length of the toy clip.")] = 24,
-    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 20,
+    frames: Annotated[int, typer.Option(help="Length of the toy clip.")] = 16,
+    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 15,
     window: Annotated[int, typer.Option(help="Frames per window (stride: half).")] = 8,
 ) -> None:
     """Edit a toy clip with the trained toy model (red circle -> blue square), with and without RAD/IRJS."""
