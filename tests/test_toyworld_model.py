@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 MAX_MODEL_MB = 20
 MIN_DRAWN = 0.6  # share of objects the detector agrees with on a few single-object captions
-MIN_BACKGROUND_PSNR_DB = 25.0  # outside the region (8 px margin), edited vs source
+MAX_BACKGROUND_LOSS_DB = 1.0  # outside the region (8 px margin): edited vs the VAE round trip, both against the source
 MAX_SEAM_RATIO = 2.5  # frame-to-frame change at window boundaries over the median change elsewhere
 
 
@@ -103,11 +103,17 @@ def test_rad_places_the_object_in_more_frames_than_without(edits):
     assert with_rad > without, (with_rad, without)
 
 
-def test_background_stays_close_to_the_source(edits):
+def test_background_stays_as_close_to_the_source_as_the_vae_allows(toy, edits):
+    """IRJS pastes the source latents outside the region, so the background can be as good as the VAE's
+    own round trip of the source frames, and no better (the engine decodes latents)."""
+    from longedit.toyworld.pipeline import decode_latents, encode_images
     from longedit.toyworld.scoring import background_psnr
 
     edit, frames = edits
-    assert background_psnr(frames["edited"], frames["source"], edit.boxes) >= MIN_BACKGROUND_PSNR_DB
+    round_trip = decode_latents(toy, encode_images(toy, np.stack(frames["source"])))
+    reference = background_psnr(list(round_trip), frames["source"], edit.boxes)
+    edited = background_psnr(frames["edited"], frames["source"], edit.boxes)
+    assert edited >= reference - MAX_BACKGROUND_LOSS_DB, (edited, reference)
 
 
 def test_no_seam_at_window_boundaries(edits):

@@ -20,7 +20,7 @@ MICRO = {
     "text": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1},
     "unet": {"block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "sample_size": 16, "cross_attention_dim": 32,
              "attention_head_dim": 4, "norm_num_groups": 8, "steps": 3, "batch": 2, "lr": 0.0005, "warmup": 2,
-             "caption_dropout": 0.5, "min_snr_gamma": 5.0, "ema_decay": 0.999},
+             "caption_dropout": 0.5, "min_snr_gamma": 5.0, "ema_decay": 0.999, "attention_loss": 0.1},
 }
 
 

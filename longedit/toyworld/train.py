@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from longedit.toyworld import components
-from longedit.toyworld.render import render_scene
+from longedit.toyworld.render import render_scene, shape_coverage
 from longedit.toyworld.textures import texture
-from longedit.toyworld.world import sample_scene
+from longedit.toyworld.world import SHAPES, sample_scene
 
 DEFAULT_CONFIG = Path(__file__).with_name("train_config.json")
 STAGES = ("vae", "data", "unet", "done")
@@ -186,6 +186,22 @@ class Trainer:
     def _token_ids(self, captions: list[str]) -> torch.Tensor:
         return self.tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
 
+    def _grounding(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per cached scene: the shape noun's token column of each object (0: none) and the cells of
+        its mask on the H/32 map (coverage / max coverage), for the attention grounding loss."""
+        size, grid = self.config["size"], self.config["size"] // 32
+        rng = np.random.default_rng(self.config["seed"] + 3)  # the scenes cache_latents rendered
+        columns = torch.zeros(count, 3, dtype=torch.long)
+        cells = torch.zeros(count, 3, grid * grid)
+        for n in range(count):
+            scene = sample_scene(rng, size)
+            nouns = [i + 1 for i, w in enumerate(scene.caption.split()) if w in SHAPES]  # one token per word
+            for k, (obj, column) in enumerate(zip(scene.objects, nouns)):
+                cover = torch.from_numpy(shape_coverage(obj.shape, obj.cx, obj.cy, obj.size, size, size))
+                pooled = F.adaptive_avg_pool2d(cover[None, None], grid).flatten()
+                columns[n, k], cells[n, k] = column, pooled / pooled.max().clamp_min(1e-6)
+        return columns, cells
+
     def train_unet(self, steps: int) -> None:
         cfg = self.config["unet"]
         cache = torch.load(self.data_path, weights_only=False)
@@ -200,6 +216,13 @@ class Trainer:
             optim.load_state_dict(self._optim_state)
         ema = getattr(self, "_ema_state", None) or [p.detach().clone() for p in params]
         rng = torch.Generator().manual_seed(self.config["seed"] + 4 + self.state["step"])
+        grounding = cfg.get("attention_loss", 0.0)
+        if grounding:
+            from longedit.attention import AttentionContext, install_processors
+
+            context = AttentionContext()
+            install_processors(self.unet, context, scale=4, sparse_causal=False)
+            noun_columns, noun_cells = self._grounding(len(latents))
         self.unet.train()
         self.text_encoder.train()
         bar = tqdm(total=steps, initial=self.state["step"], desc="unet", mininterval=20, file=sys.stderr)
@@ -217,11 +240,24 @@ class Trainer:
             noise = torch.randn(x0.shape, generator=rng)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg["batch"],), generator=rng)
             noisy = scheduler.add_noise(x0, noise, t)
-            context = self.text_encoder(tokens)[0]
-            pred = self.unet(noisy, t, context).sample
+            text = self.text_encoder(tokens)[0]
+            if grounding:
+                context.reset()
+                context.capture, context.columns = True, torch.arange(77)
+            pred = self.unet(noisy, t, text).sample
             snr = alphas[t] / (1 - alphas[t])
             weight = torch.clamp(snr, max=cfg["min_snr_gamma"]) / snr
             loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+            if grounding:
+                # each object's noun should attend inside its object at H/32 (TokenCompose-style grounding)
+                maps = torch.stack(context.maps).mean(0)  # [batch, cells, 77]
+                columns, cells = noun_columns[idx], noun_cells[idx]
+                valid = (columns > 0) & ~drop[:, None]
+                word = torch.gather(maps, 2, columns[:, None, :].expand(-1, maps.shape[1], -1))  # [batch, cells, 3]
+                share = (word * cells.transpose(1, 2)).sum(1) / word.sum(1).clamp_min(1e-8)
+                attention_loss = (1 - share)[valid].mean() if valid.any() else loss * 0
+                context.reset()
+                loss = loss + grounding * attention_loss
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -234,7 +270,8 @@ class Trainer:
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             bar.update(1)
             if self.state["step"] % 25 == 0:
-                self.record("unet", self.state["step"], loss=loss.item(), smoothed=running)
+                extra = {"attention_loss": attention_loss.item()} if grounding else {}
+                self.record("unet", self.state["step"], loss=loss.item(), smoothed=running, **extra)
                 bar.set_postfix(loss=f"{running:.4f}")
             self._tick("unet", started)
             started = time.monotonic()
