@@ -183,7 +183,7 @@ def _card(folder: Path, results: dict) -> str:
     losses = [json.loads(line) for line in (folder / "loss.jsonl").read_text().splitlines()] if (folder / "loss.jsonl").exists() else []
 
     def last(stage: str, key: str, n: int = 8) -> str:
-        values = [r[key] for r in losses if r["stage"] == stage][-n:]
+        values = [r[key] for r in losses if r["stage"] == stage and key in r][-n:]
         return f"{np.mean(values):.4f}" if values else "n/a"
 
     passed = t2i["object_agreement"] >= TEXT_TO_IMAGE_TARGET
@@ -210,6 +210,8 @@ Load it with `--model toy` (this folder, shipped in the package) or `--model PAT
 - VAE: {info['vae_steps']} steps, batch {info['config']['vae']['batch']} random {info['config']['vae']['crop']}-px crops of rendered scenes and unconstrained random textures; final loss {last('vae', 'loss')}, train-crop PSNR {last('vae', 'psnr')} dB.
 - Latents: {info['config']['data']['scenes']} captioned scenes encoded once (posterior means).
 - UNet + text encoder jointly: {info['unet_steps']} steps, batch {info['config']['unet']['batch']}, AdamW lr {info['config']['unet']['lr']}, min-SNR-5 weighting, caption dropout {info['config']['unet']['caption_dropout']}, EMA {info['config']['unet']['ema_decay']} (exported); final smoothed loss {last('unet', 'smoothed', 1)}.
+- Attention grounding (weight {info['config']['unet'].get('attention_loss', 0)}): the UNet loss adds, for each object, 1 - the share of its shape noun's H/32 cross-attention inside the object's mask (TokenCompose-style token grounding; final value {last('unet', 'attention_loss')}).
+- Run notes: {info['config'].get('_comment', '')}
 - Wall time per stage (s): {info['elapsed_s']}. Loss log: `loss.jsonl`.
 
 ## Quality gates (`python -m longedit.toyworld.gates --model longedit/toyworld/model --card`)
