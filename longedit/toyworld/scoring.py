@@ -13,13 +13,14 @@ from longedit.toyworld.detect import detect, find
 Box = tuple[int, int, int, int]
 
 
-def in_region(frame: np.ndarray, colour: str, shape: str, box: Box, min_inside: float = 0.6) -> bool:
-    """Whether the detector finds a `colour` `shape` with at least `min_inside` of its pixels in `box`."""
+def in_region(frame: np.ndarray, colour: str, shape: str | None, box: Box, min_inside: float = 0.6) -> bool:
+    """Whether the detector finds a `colour` `shape` (any shape if None) with at least `min_inside` of its
+    pixels in `box`."""
     found = find(detect(frame), colour, shape)
     return found is not None and found.inside(box) >= min_inside
 
 
-def placement_share(frames: list[np.ndarray], boxes: list[Box], colour: str, shape: str) -> float:
+def placement_share(frames: list[np.ndarray], boxes: list[Box], colour: str, shape: str | None) -> float:
     """Share of frames where the object (colour and shape) is found inside that frame's box."""
     return float(np.mean([in_region(f, colour, shape, b) for f, b in zip(frames, boxes)]))
 
