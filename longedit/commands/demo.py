@@ -64,13 +64,15 @@ def demo(
         rows[label] = _frames(variant.output)
         measured[label] = {
             "in_region": placement_share(rows[label], edit.boxes, edit.colour, edit.shape),
+            "colour_in_region": placement_share(rows[label], edit.boxes, edit.colour, None),
             "background_psnr_db": background_psnr(rows[label], source_frames, edit.boxes),
         }
     sheet = contact_sheet(rows, out / "contact-sheet.png", boxes=edit.boxes)
     typer.echo(f"measured by the toy world's detector ({edit.colour} {edit.shape} inside its region; background outside it):")
     for label, values in measured.items():
         typer.echo(
-            f"  {label:8s} {edit.colour} {edit.shape} in its region in {100 * values['in_region']:.0f}% of frames, "
+            f"  {label:8s} {edit.colour} {edit.shape} in its region in {100 * values['in_region']:.0f}% of frames "
+            f"({edit.colour}, any shape: {100 * values['colour_in_region']:.0f}%), "
             f"background PSNR {values['background_psnr_db']:.1f} dB"
         )
     (out / "measured.json").write_text(json.dumps(measured, indent=2) + "\n")
