@@ -67,7 +67,10 @@ def _looks_like_path(model: str) -> bool:
 
 
 def _model_source(model: str) -> str:
-    """Local folder (checked) or hub id."""
+    """Local folder (checked) or hub id; `toy` is the trained toy model's folder inside the package."""
+    from longedit.toyworld import resolve_model_name
+
+    model = resolve_model_name(model)
     if not _looks_like_path(model):
         return model
     source = str(Path(model).expanduser())

@@ -133,14 +133,3 @@ def test_keep_size_writes_the_processing_size(clip, tmp_path):
     info = probe(out)
     assert min(info.width, info.height) == 64 and info.width % 64 == 0 and info.height % 64 == 0
     assert np.asarray(next(iter_frames(out))).shape[:2] == (info.height, info.width)
-
-
-@pytest.mark.slow
-def test_demo_edits_the_built_in_sample_with_and_without_rad(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--frames", "8", "--steps", "2"]) == 0
-    out = capsys.readouterr().out
-    for name in ("sample.mp4", "sample-edited.mp4", "sample-no-rad.mp4", "report.json", "report-no-rad.json"):
-        assert (tmp_path / name).is_file(), name
-    assert probe(tmp_path / "sample-edited.mp4").frames == 8 and probe(tmp_path / "sample-edited.mp4").has_audio
-    assert "RAD: 'duck' keeps" in out and "(without RAD:" in out
-    assert json.loads((tmp_path / "report-no-rad.json").read_text())["rad"]["enabled"] is False

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
-from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -213,45 +211,5 @@ def run_and_summarise(job: EditJob, work_dir: Path | None = None, progress: bool
     return report
 
 
-def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the sample clip, the edited clip and the report.")] = Path("demo-output"),
-    frames: Annotated[int, typer.Option(help="Length of the generated sample.")] = 48,
-    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 10,
-) -> None:
-    """Edit the built-in sample (a moving object with audio) with the built-in tiny model.
-
-    Shows the whole pipeline on any machine in a minute or two; the tiny model is random, so the
-    picture is not a meaningful edit, but the run shows RAD moving attention into the region (it is
-    repeated without RAD for comparison) and IRJS keeping the background.
-    """
-    from longedit.samples import make_clip
-
-    out.mkdir(parents=True, exist_ok=True)
-    clip = make_clip(out / "sample.mp4", frames=frames, width=320, height=240, fps=Fraction(30000, 1001), audio=True)
-    keyframes = [f"duck={','.join(str(v) for v in clip.boxes[f])}@{f}" for f in range(0, frames, 8)]
-    typer.echo(f"sample: {clip.path} ({frames} frames, 320x240, 29.97 fps, with audio)")
-    job = build_job(
-        dict(
-            input=clip.path, output=out / "sample-edited.mp4", report=out / "report.json", model="tiny",
-            source_prompt="a red square on a road", prompt="a yellow duck on a road", steps=steps,
-            size=256, window=16, stride=8,
-            objects=parse_object_args(keyframes),
-        )
-    )
-    report = run_and_summarise(job)
-    typer.echo("same edit without RAD, for comparison:")
-    baseline = run_and_summarise(
-        job.model_copy(update={"rad": False, "output": out / "sample-no-rad.mp4", "report": out / "report-no-rad.json"})
-    )
-    for word, shares in report["rad"]["attention_in_mask"].items():
-        without = baseline["rad"]["attention_in_mask"][word]
-        typer.echo(
-            f"RAD: '{word}' keeps {mean_share(shares):.3f} of its attention inside its region "
-            f"(without RAD: {mean_share(without):.3f})"
-        )
-    typer.echo(json.dumps({k: report[k] for k in ("frames", "fps", "windows", "timing", "memory")}))
-
-
 def register(app: typer.Typer) -> None:
     app.command(no_args_is_help=True)(edit)
-    app.command()(demo)

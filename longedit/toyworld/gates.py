@@ -1,0 +1,261 @@
+"""Quality gates of the toy model, measured on held-out renders, and its model card.
+
+`python -m longedit.toyworld.gates --model DIR [--card]` measures
+* VAE reconstruction PSNR on held-out scenes, on the trained background kinds and on kinds it never saw;
+* text -> image: on held-out captions, the share of caption objects whose colour *and* shape the
+  detector finds (target >= 80%), and how often stated relations hold;
+* cross-attention localisation: each object word's H/32 attention share inside its object's mask
+  (noised held-out renders, averaged over the timesteps of a DDIM schedule) vs the mask's area fraction;
+writes `gates.json` and, with `--card`, `README.md` and `samples.png` into the model folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from longedit.toyworld.detect import agreement, detect, find
+from longedit.toyworld.pipeline import encode_images, encode_prompts, decode_latents, generate
+from longedit.toyworld.render import render_scene
+from longedit.toyworld.world import BACKGROUNDS, UNSEEN_BACKGROUNDS, Scene, relation_holds, sample_scene
+
+HELD_OUT_SEED = 1_000_000  # training draws from seeds 1..4 (see train.py)
+TEXT_TO_IMAGE_TARGET = 0.80
+
+
+def held_out_scenes(count: int, backgrounds=BACKGROUNDS, seed: int = HELD_OUT_SEED, size: int = 128) -> list[Scene]:
+    rng = np.random.default_rng(seed)
+    return [sample_scene(rng, size, backgrounds=backgrounds) for _ in range(count)]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
+
+
+def vae_psnr(backbone, scenes: list[Scene], size: int = 128) -> float:
+    """Mean PSNR (dB) of encode -> decode over the scenes' renders."""
+    images = np.stack([render_scene(s, size)[0] for s in scenes])
+    values = []
+    for start in range(0, len(images), 25):
+        part = images[start : start + 25]
+        recon = decode_latents(backbone, encode_images(backbone, part))
+        values += [psnr(a, b) for a, b in zip(part, recon)]
+    return float(np.mean(values))
+
+
+def text_to_image(backbone, scenes: list[Scene], steps: int, guidance: float, size: int = 128) -> dict:
+    """Generate every scene's caption; score objects (colour and shape), full images and relations."""
+    objects_ok, images_ok, colour_ok, relations, samples = [], [], [], [], []
+    for start in range(0, len(scenes), 25):
+        part = scenes[start : start + 25]
+        images = generate(backbone, [s.caption for s in part], size, steps, guidance, seed=start)
+        for scene, image in zip(part, images):
+            found = detect(image)
+            hits = agreement(found, scene.objects)
+            objects_ok += hits
+            images_ok.append(all(hits))
+            colour_ok += [find(found, o.colour) is not None for o in scene.objects]
+            if scene.relation is not None:
+                a, b = (find(found, o.colour, o.shape) for o in scene.objects[:2])
+                if a is not None and b is not None:
+                    relations.append(relation_holds(scene.relation, a.centre, b.centre))
+            samples.append((scene.caption, image))
+    return {
+        "captions": len(scenes),
+        "objects": len(objects_ok),
+        "object_agreement": float(np.mean(objects_ok)),
+        "colour_found": float(np.mean(colour_ok)),
+        "images_all_objects": float(np.mean(images_ok)),
+        "relations_checked": len(relations),
+        "relations_hold": float(np.mean(relations)) if relations else None,
+        "samples": samples,
+    }
+
+
+def object_word_columns(backbone, scene: Scene) -> list[int]:
+    """Token column of each object's shape noun in the scene's caption (world words are single tokens)."""
+    words = scene.caption.split()
+    ids = backbone.tokenizer(scene.caption).input_ids
+    if len(ids) != len(words) + 2:
+        raise ValueError(f"caption {scene.caption!r} does not tokenise one token per word")
+    shapes = [i for i, w in enumerate(words) if w in ("circle", "square", "triangle")]
+    return [i + 1 for i in shapes]
+
+
+@torch.no_grad()
+def attention_localisation(backbone, scenes: list[Scene], steps: int = 10, size: int = 128, seed: int = 0) -> dict:
+    """Mean H/32 attention share of each object word inside its mask vs the mask's area fraction."""
+    from longedit.attention import AttentionContext, install_processors
+    from longedit.ddim import DdimSchedule, add_noise
+
+    context = AttentionContext()
+    original = dict(backbone.unet.attn_processors)
+    install_processors(backbone.unet, context, scale=4, sparse_causal=False)
+    schedule = DdimSchedule.from_scheduler(backbone.scheduler, steps)
+    generator = torch.Generator().manual_seed(seed)
+    shares, areas = [], []
+    try:
+        for scene in scenes:
+            image, masks = render_scene(scene, size)
+            x0 = encode_images(backbone, image[None])
+            noise = torch.randn(x0.shape, generator=generator)
+            noisy = torch.cat([add_noise(x0, noise, schedule.alpha(t)) for t in schedule.timesteps])
+            text = encode_prompts(backbone, [scene.caption]).expand(len(schedule.timesteps), -1, -1)
+            context.reset()
+            context.capture, context.columns = True, torch.tensor(object_word_columns(backbone, scene))
+            backbone.unet(noisy.to(backbone.dtype), torch.tensor(schedule.timesteps), text.to(backbone.dtype))
+            maps = torch.stack([m.float() for m in context.maps]).mean(0)  # [steps, cells, objects]
+            grid = int(round(maps.shape[1] ** 0.5))
+            for k, mask in enumerate(masks):
+                cells = F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], grid).flatten()
+                attention = maps[:, :, k]
+                share = (attention * cells).sum(1) / attention.sum(1).clamp_min(1e-12)
+                shares.append(float(share.mean()))
+                areas.append(float(cells.mean()))
+    finally:
+        context.reset()
+        backbone.unet.set_attn_processor(original)
+    return {
+        "scenes": len(scenes),
+        "objects": len(shares),
+        "timesteps": steps,
+        "map": f"{grid}x{grid}",
+        "mean_share_inside": float(np.mean(shares)),
+        "mean_area_fraction": float(np.mean(areas)),
+        "ratio": float(np.mean(shares) / np.mean(areas)),
+        "objects_share_above_area": float(np.mean(np.array(shares) > np.array(areas))),
+    }
+
+
+def sample_grid(samples: list[tuple[str, np.ndarray]], path: Path, columns: int = 4, rows: int = 3) -> None:
+    """A captioned grid of generated images (PNG)."""
+    size = samples[0][1].shape[0]
+    cell_h = size + 28
+    sheet = Image.new("RGB", (columns * size, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (caption, image) in enumerate(samples[: columns * rows]):
+        x, y = (i % columns) * size, (i // columns) * cell_h
+        sheet.paste(Image.fromarray(image), (x, y))
+        words, line = caption.split(), ""
+        lines = []
+        for word in words:
+            if len(line) + len(word) + 1 > 26:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+        for j, text in enumerate(lines[:2]):
+            draw.text((x + 2, y + size + 2 + 12 * j), text, fill="black")
+    sheet.save(path)
+
+
+def measure(model: str, captions: int = 200, steps: int = 25, guidance: float = 7.5, attention_scenes: int = 60) -> dict:
+    from longedit.models import load_backbone
+
+    backbone = load_backbone(model, device="cpu")
+    started = time.monotonic()
+    results = {
+        "vae_psnr_db": {
+            "trained_backgrounds": vae_psnr(backbone, held_out_scenes(50, seed=HELD_OUT_SEED + 1)),
+            "unseen_backgrounds": vae_psnr(backbone, held_out_scenes(50, UNSEEN_BACKGROUNDS, seed=HELD_OUT_SEED + 2)),
+        },
+        "text_to_image": text_to_image(backbone, held_out_scenes(captions), steps, guidance),
+        "attention": attention_localisation(backbone, held_out_scenes(attention_scenes, seed=HELD_OUT_SEED + 3)),
+    }
+    results["text_to_image"].update(steps=steps, guidance=guidance, target=TEXT_TO_IMAGE_TARGET)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def _card(folder: Path, results: dict) -> str:
+    info = json.loads((folder / "train_info.json").read_text())
+    t2i, att, vae = results["text_to_image"], results["attention"], results["vae_psnr_db"]
+    losses = [json.loads(line) for line in (folder / "loss.jsonl").read_text().splitlines()] if (folder / "loss.jsonl").exists() else []
+
+    def last(stage: str, key: str, n: int = 8) -> str:
+        values = [r[key] for r in losses if r["stage"] == stage and key in r][-n:]
+        return f"{np.mean(values):.4f}" if values else "n/a"
+
+    passed = t2i["object_agreement"] >= TEXT_TO_IMAGE_TARGET
+    gap = "" if passed else f" (missed by {100 * (TEXT_TO_IMAGE_TARGET - t2i['object_agreement']):.1f} points)"
+    size_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+    return f"""# toy: a small Stable-Diffusion-layout model of the toy world
+
+Trained here by `python -m longedit.toyworld.train` (config `longedit/toyworld/train_config.json`, seed
+{info['config']['seed']}) on procedurally rendered 128x128 scenes of the toy world (`longedit.toyworld`):
+coloured circles, squares and triangles on textured grass / sand / water / sky / road. It is an
+*instrument* for measuring edits on machines without downloaded weights, not a general image model.
+
+Load it with `--model toy` (this folder, shipped in the package) or `--model PATH`.
+
+## Architecture
+- VAE: `AutoencoderKL` {info['config']['vae']['block_out_channels']}, 8x downsampling, 4 latent channels, scaling factor {info['scaling_factor']:.4f} (fp32).
+- Text: `CLIPTextModel` ({info['config']['text']['num_hidden_layers']} layers, width {info['config']['text']['hidden_size']}) with a `CLIPTokenizer` over the world's {len(__import__('longedit.toyworld.world', fromlist=['VOCABULARY']).VOCABULARY)} words (one token each), 77 positions (fp16).
+- UNet: `UNet2DConditionModel` {info['config']['unet']['block_out_channels']}, cross-attention at latent/2 and latent/4 (= H/32, a 4x4 map at 128 px) and the mid block (fp16).
+- Scheduler: DDIM as SD 1.x (scaled_linear 0.00085-0.012, clip_sample false, set_alpha_to_one false, steps_offset 1).
+- Folder size: {size_mb:.1f} MB.
+
+## Training
+- Device: {info['device']}, torch {info['torch']}; the CPU was shared with other jobs (load average 5-8 on 2 cores).
+- VAE: {info['vae_steps']} steps, batch {info['config']['vae']['batch']} random {info['config']['vae']['crop']}-px crops of rendered scenes and unconstrained random textures; final loss {last('vae', 'loss')}, train-crop PSNR {last('vae', 'psnr')} dB.
+- Latents: {info['config']['data']['scenes']} captioned scenes encoded once (posterior means).
+- UNet + text encoder jointly: {info['unet_steps']} steps, batch {info['config']['unet']['batch']}, AdamW lr {info['config']['unet']['lr']}, min-SNR-5 weighting, caption dropout {info['config']['unet']['caption_dropout']}, EMA {info['config']['unet']['ema_decay']} (exported); final smoothed loss {last('unet', 'smoothed', 1)}.
+- Attention grounding (weight {info['config']['unet'].get('attention_loss', 0)}): the UNet loss adds, for each object, 1 - the share of its shape noun's H/32 cross-attention inside the object's mask (TokenCompose-style token grounding; final value {last('unet', 'attention_loss')}).
+- Run notes: {info['config'].get('_comment', '')}
+- Wall time per stage (s): {info['elapsed_s']}. Loss log: `loss.jsonl`.
+
+## Quality gates (`python -m longedit.toyworld.gates --model longedit/toyworld/model --card`)
+Held-out renders (seeds disjoint from training), detector `longedit.toyworld.detect`:
+- VAE reconstruction PSNR: {vae['trained_backgrounds']:.2f} dB on held-out scenes, {vae['unseen_backgrounds']:.2f} dB on scenes over background kinds never seen in training (bricks, checker, marble).
+- Text -> image, {t2i['captions']} held-out captions ({t2i['objects']} objects), DDIM {t2i['steps']} steps, guidance {t2i['guidance']}: colour and shape agree for **{100 * t2i['object_agreement']:.1f}%** of objects (target {100 * TEXT_TO_IMAGE_TARGET:.0f}%{gap}); colour alone found {100 * t2i['colour_found']:.1f}%; all objects right in {100 * t2i['images_all_objects']:.1f}% of images; stated relations hold in {'n/a' if t2i['relations_hold'] is None else f"{100 * t2i['relations_hold']:.1f}%"} of {t2i['relations_checked']} checkable cases.
+- Cross-attention localisation, {att['objects']} objects in {att['scenes']} noised held-out renders, {att['map']} maps (H/32) averaged over {att['timesteps']} DDIM timesteps: the object word's attention share inside its mask is **{att['mean_share_inside']:.3f}** vs a mask area fraction of {att['mean_area_fraction']:.3f} ({att['ratio']:.2f}x); share above area for {100 * att['objects_share_above_area']:.0f}% of objects.
+
+![samples](samples.png)
+
+## What it cannot do
+It draws the colours it is asked for ({100 * t2i['colour_found']:.0f}% found) as soft blobs, but rarely the
+right shape, and it does not follow relations: the text -> image gate is missed. What would close it:
+more UNet steps (3000 here; the design planned ~10k on 2 cores) and a sharper VAE (small triangles decode
+as round blobs: {vae['trained_backgrounds']:.1f} dB). Its H/32 cross-attention does localise words (trained with a grounding
+loss), which is what RAD needs. Only the world's words mean anything; everything else tokenises to
+characters it never saw. 128x128 is its native size; the 4x4 H/32 map makes attention coarse by construction.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(Path(__file__).with_name("model")))
+    parser.add_argument("--captions", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--attention-scenes", type=int, default=60)
+    parser.add_argument("--card", action="store_true", help="write README.md and samples.png into the model folder")
+    parser.add_argument("--card-only", action="store_true", help="rewrite README.md from the folder's gates.json")
+    args = parser.parse_args(argv)
+    folder = Path(args.model)
+    if args.card_only:
+        (folder / "README.md").write_text(_card(folder, json.loads((folder / "gates.json").read_text())))
+        return 0
+    torch.set_num_threads(1)
+    results = measure(args.model, args.captions, args.steps, args.guidance, args.attention_scenes)
+    samples = results["text_to_image"].pop("samples")
+    (folder / "gates.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    if args.card:
+        sample_grid(samples, folder / "samples.png")
+        (folder / "README.md").write_text(_card(folder, results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Train the toy model: `python -m longedit.toyworld.train --config CONFIG --work WORK --out MODEL_DIR`.
+
+Stages, each resumable from `WORK/state.pt` (written every `checkpoint_every_s` and at stage ends):
+1. `vae`: AutoencoderKL on random crops of rendered scenes and unconstrained `wild` textures (fully
+   convolutional, so crops train it for the full frame; wild textures make unseen backgrounds encode).
+2. `data`: render the captioned training scenes and cache their VAE latents (posterior means) and
+   token ids, so the UNet stage never touches pixels.
+3. `unet`: UNet2DConditionModel and CLIPTextModel trained jointly (epsilon prediction, min-SNR
+   weighting, caption dropout to the empty prompt for classifier-free guidance), EMA weights exported.
+Then the diffusers folder is written to `--out`. `--vae-steps/--unet-steps` override the config (e.g.
+to finish early on resume); creating the file `WORK/STOP` ends the running stage at its next step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from longedit.toyworld import components
+from longedit.toyworld.render import render_scene, shape_coverage
+from longedit.toyworld.textures import texture
+from longedit.toyworld.world import SHAPES, sample_scene
+
+DEFAULT_CONFIG = Path(__file__).with_name("train_config.json")
+STAGES = ("vae", "data", "unet", "done")
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NxHxWx3 -> float N x 3 x H x W in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+class Trainer:
+    """Holds the run's state; every stage reads and writes `self.state` so a checkpoint resumes it."""
+
+    def __init__(self, config: dict, work: Path, log) -> None:
+        self.config, self.work, self.log = config, work, log
+        self.state_path = work / "state.pt"
+        self.data_path = work / "latents.pt"
+        self.loss_path = work / "loss.jsonl"
+        self.tokenizer = components.build_tokenizer()
+        self.vae = components.build_vae(config["vae"])
+        self.text_encoder = components.build_text_encoder(config["text"], self.tokenizer)
+        self.unet = components.build_unet(config["unet"])
+        self.state: dict = {"stage": "vae", "step": 0, "elapsed": {}, "scaling_factor": None}
+        self._last_save = time.monotonic()
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def load(self) -> None:
+        if not self.state_path.exists():
+            return
+        saved = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        self.state = saved["state"]
+        self.vae.load_state_dict(saved["vae"])
+        if self.state["stage"] in ("unet", "done"):  # untouched (fresh init) before the UNet stage
+            self.unet.load_state_dict(saved["unet"])
+            self.text_encoder.load_state_dict(saved["text_encoder"])
+        self._optim_state = saved.get("optim")
+        self._ema_state = saved.get("ema")
+        torch.set_rng_state(saved["torch_rng"])
+        self.log(f"resumed at stage {self.state['stage']} step {self.state['step']}")
+
+    def save(self, optim=None, ema=None) -> None:
+        payload = {
+            "state": self.state,
+            "vae": self.vae.state_dict(),
+            "unet": self.unet.state_dict(),
+            "text_encoder": self.text_encoder.state_dict(),
+            "optim": optim.state_dict() if optim is not None else None,
+            "ema": ema,
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, self.state_path)
+        self._last_save = time.monotonic()
+
+    def maybe_save(self, optim=None, ema=None) -> None:
+        if time.monotonic() - self._last_save >= self.config["checkpoint_every_s"]:
+            self.save(optim, ema)
+
+    def stop_requested(self) -> bool:
+        return (self.work / "STOP").exists()
+
+    def record(self, stage: str, step: int, **values: float) -> None:
+        with self.loss_path.open("a") as file:
+            file.write(json.dumps({"stage": stage, "step": step, **values}) + "\n")
+
+    def _tick(self, stage: str, started: float) -> None:
+        self.state["elapsed"][stage] = self.state["elapsed"].get(stage, 0.0) + time.monotonic() - started
+
+    # ---- stage 1: VAE --------------------------------------------------------------------------
+    def _vae_pool(self) -> np.ndarray:
+        cfg, size = self.config["vae"], self.config["size"]
+        rng = np.random.default_rng(self.config["seed"] + 1)
+        images = [render_scene(sample_scene(rng, size), size)[0] for _ in range(cfg["pool_scenes"])]
+        for i in range(cfg["pool_wild"]):
+            images.append((texture("wild", size, size, 10_000_000 + i) * 255).round().astype(np.uint8))
+        return np.stack(images)
+
+    def train_vae(self, steps: int) -> None:
+        cfg = self.config["vae"]
+        pool = self._vae_pool()
+        optim = torch.optim.AdamW(self.vae.parameters(), lr=cfg["lr"], weight_decay=0.0)
+        if getattr(self, "_optim_state", None):
+            optim.load_state_dict(self._optim_state)
+        rng = np.random.default_rng(self.config["seed"] + 2 + self.state["step"])
+        self.vae.train()
+        crop, size = cfg["crop"], self.config["size"]
+        bar = tqdm(total=steps, initial=self.state["step"], desc="vae", mininterval=20, file=sys.stderr)
+        started = time.monotonic()
+        while self.state["step"] < steps and not self.stop_requested():
+            idx = rng.integers(len(pool), size=cfg["batch"])
+            ys, xs = rng.integers(0, size - crop + 1, size=(2, cfg["batch"]))
+            batch = np.stack([pool[i, y : y + crop, x : x + crop] for i, y, x in zip(idx, ys, xs)])
+            flip = rng.random(cfg["batch"]) < 0.5
+            batch[flip] = batch[flip, :, ::-1]
+            images = to_tensor(batch)
+            posterior = self.vae.encode(images).latent_dist
+            # decoding the mean (not a sample) keeps the early, untrained posterior variance from drowning
+            # the latents in noise: with a tiny KL weight the model is close to a plain autoencoder anyway
+            latent = posterior.mean if cfg.get("decode_mean", False) else posterior.sample()
+            recon = self.vae.decode(latent).sample
+            rec = F.mse_loss(recon, images) + 0.5 * F.l1_loss(recon, images)
+            kl = posterior.kl().mean() / images[0].numel()
+            loss = rec + cfg["kl_weight"] * kl * images[0].numel()
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
+            optim.step()
+            self.state["step"] += 1
+            bar.update(1)
+            if self.state["step"] % 25 == 0:
+                psnr = -10 * math.log10(max(F.mse_loss(recon, images).item() / 4, 1e-10))
+                self.record("vae", self.state["step"], loss=loss.item(), psnr=psnr, kl=kl.item())
+                bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
+            self._tick("vae", started)
+            started = time.monotonic()
+            self.maybe_save(optim)
+        bar.close()
+        self.vae.eval()
+        self._optim_state = None
+        self.state.update(stage="data", vae_steps_done=self.state["step"], step=0)
+        self.save()
+
+    # ---- stage 2: latents ----------------------------------------------------------------------
+    @torch.no_grad()
+    def cache_latents(self) -> None:
+        cfg, size = self.config["data"], self.config["size"]
+        cache = torch.load(self.data_path, weights_only=False) if self.data_path.exists() else {"latents": [], "captions": []}
+        rng = np.random.default_rng(self.config["seed"] + 3)
+        done = sum(len(c) for c in cache["latents"])
+        scenes = [sample_scene(rng, size) for _ in range(cfg["scenes"])]  # same sequence on resume
+        self.vae.eval()
+        bar = tqdm(total=cfg["scenes"], initial=done, desc="latents", mininterval=20, file=sys.stderr)
+        started = time.monotonic()
+        while done < cfg["scenes"]:
+            chunk = scenes[done : done + cfg["chunk"]]
+            images = to_tensor(np.stack([render_scene(s, size)[0] for s in chunk]))
+            means = torch.cat([self.vae.encode(part).latent_dist.mean for part in images.split(50)])
+            cache["latents"].append(means.half())
+            cache["captions"].extend(s.caption for s in chunk)
+            done += len(chunk)
+            torch.save(cache, self.data_path)
+            bar.update(len(chunk))
+        bar.close()
+        latents = torch.cat(cache["latents"]).float()
+        self.state["scaling_factor"] = float(1.0 / latents.std())
+        self._tick("data", started)
+        self.log(f"latent std {latents.std():.4f} -> scaling_factor {self.state['scaling_factor']:.4f}")
+        self.state.update(stage="unet", step=0)
+        self.save()
+
+    # ---- stage 3: UNet + text encoder -------------------------------------------------------------
+    def _token_ids(self, captions: list[str]) -> torch.Tensor:
+        return self.tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+
+    def _grounding(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per cached scene: the shape noun's token column of each object (0: none) and the cells of
+        its mask on the H/32 map (coverage / max coverage), for the attention grounding loss."""
+        size, grid = self.config["size"], self.config["size"] // 32
+        rng = np.random.default_rng(self.config["seed"] + 3)  # the scenes cache_latents rendered
+        columns = torch.zeros(count, 3, dtype=torch.long)
+        cells = torch.zeros(count, 3, grid * grid)
+        for n in range(count):
+            scene = sample_scene(rng, size)
+            nouns = [i + 1 for i, w in enumerate(scene.caption.split()) if w in SHAPES]  # one token per word
+            for k, (obj, column) in enumerate(zip(scene.objects, nouns)):
+                cover = torch.from_numpy(shape_coverage(obj.shape, obj.cx, obj.cy, obj.size, size, size))
+                pooled = F.adaptive_avg_pool2d(cover[None, None], grid).flatten()
+                columns[n, k], cells[n, k] = column, pooled / pooled.max().clamp_min(1e-6)
+        return columns, cells
+
+    def train_unet(self, steps: int) -> None:
+        cfg = self.config["unet"]
+        cache = torch.load(self.data_path, weights_only=False)
+        latents = torch.cat(cache["latents"]).float() * self.state["scaling_factor"]
+        ids = self._token_ids(cache["captions"])
+        empty = self._token_ids([""])[0]
+        scheduler = components.build_scheduler("ddpm")
+        alphas = scheduler.alphas_cumprod
+        params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
+        optim = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.01)
+        if getattr(self, "_optim_state", None):
+            optim.load_state_dict(self._optim_state)
+        ema = getattr(self, "_ema_state", None) or [p.detach().clone() for p in params]
+        rng = torch.Generator().manual_seed(self.config["seed"] + 4 + self.state["step"])
+        grounding = cfg.get("attention_loss", 0.0)
+        if grounding:
+            from longedit.attention import AttentionContext, install_processors
+
+            context = AttentionContext()
+            install_processors(self.unet, context, scale=4, sparse_causal=False)
+            noun_columns, noun_cells = self._grounding(len(latents))
+        self.unet.train()
+        self.text_encoder.train()
+        bar = tqdm(total=steps, initial=self.state["step"], desc="unet", mininterval=20, file=sys.stderr)
+        started = time.monotonic()
+        running = None
+        while self.state["step"] < steps and not self.stop_requested():
+            step = self.state["step"]
+            for group in optim.param_groups:
+                group["lr"] = cfg["lr"] * min(1.0, (step + 1) / cfg["warmup"])
+            idx = torch.randint(len(latents), (cfg["batch"],), generator=rng)
+            x0 = latents[idx]
+            tokens = ids[idx].clone()
+            drop = torch.rand(cfg["batch"], generator=rng) < cfg["caption_dropout"]
+            tokens[drop] = empty
+            noise = torch.randn(x0.shape, generator=rng)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg["batch"],), generator=rng)
+            noisy = scheduler.add_noise(x0, noise, t)
+            text = self.text_encoder(tokens)[0]
+            if grounding:
+                context.reset()
+                context.capture, context.columns = True, torch.arange(77)
+            pred = self.unet(noisy, t, text).sample
+            snr = alphas[t] / (1 - alphas[t])
+            weight = torch.clamp(snr, max=cfg["min_snr_gamma"]) / snr
+            loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+            if grounding:
+                # each object's noun should attend inside its object at H/32 (TokenCompose-style grounding)
+                maps = torch.stack(context.maps).mean(0)  # [batch, cells, 77]
+                columns, cells = noun_columns[idx], noun_cells[idx]
+                valid = (columns > 0) & ~drop[:, None]
+                word = torch.gather(maps, 2, columns[:, None, :].expand(-1, maps.shape[1], -1))  # [batch, cells, 3]
+                share = (word * cells.transpose(1, 2)).sum(1) / word.sum(1).clamp_min(1e-8)
+                attention_loss = (1 - share)[valid].mean() if valid.any() else loss * 0
+                context.reset()
+                loss = loss + grounding * attention_loss
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optim.step()
+            decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
+            with torch.no_grad():
+                for shadow, param in zip(ema, params):
+                    shadow.lerp_(param.detach(), 1 - decay)
+            self.state["step"] += 1
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.update(1)
+            if self.state["step"] % 25 == 0:
+                extra = {"attention_loss": attention_loss.item()} if grounding else {}
+                self.record("unet", self.state["step"], loss=loss.item(), smoothed=running, **extra)
+                bar.set_postfix(loss=f"{running:.4f}")
+            self._tick("unet", started)
+            started = time.monotonic()
+            self.maybe_save(optim, ema)
+        bar.close()
+        with torch.no_grad():  # export the EMA weights
+            for shadow, param in zip(ema, params):
+                param.copy_(shadow)
+        self.state.update(stage="done", unet_steps_done=self.state["step"], step=0)
+        self.save()
+
+    # ---- export ----------------------------------------------------------------------------------
+    def export(self, out: Path) -> None:
+        """Write the diffusers folder (fp16 UNet and text encoder, fp32 VAE) and `train_info.json`."""
+        out.mkdir(parents=True, exist_ok=True)
+        if self.state["stage"] == "unet" and getattr(self, "_ema_state", None):  # stopped mid-stage
+            params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
+            with torch.no_grad():
+                for shadow, param in zip(self._ema_state, params):
+                    param.copy_(shadow)
+            self.state["unet_steps_done"] = self.state["step"]
+        self.vae.register_to_config(scaling_factor=self.state["scaling_factor"])
+        self.vae.eval().save_pretrained(out / "vae")
+        copy.deepcopy(self.unet).eval().half().save_pretrained(out / "unet")
+        copy.deepcopy(self.text_encoder).eval().half().save_pretrained(out / "text_encoder")
+        self.tokenizer.save_pretrained(out / "tokenizer")
+        components.build_scheduler("ddim").save_pretrained(out / "scheduler")
+        model_index = {
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": __import__("diffusers").__version__,
+            "feature_extractor": [None, None],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            "scheduler": ["diffusers", "DDIMScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }
+        (out / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
+        info = {
+            "config": self.config,
+            "vae_steps": self.state.get("vae_steps_done"),
+            "unet_steps": self.state.get("unet_steps_done"),
+            "elapsed_s": {k: round(v) for k, v in self.state["elapsed"].items()},
+            "scaling_factor": self.state["scaling_factor"],
+            "device": f"cpu ({torch.get_num_threads()} torch threads)",
+            "torch": torch.__version__,
+        }
+        (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        if self.loss_path.exists():
+            (out / "loss.jsonl").write_text(self.loss_path.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--work", type=Path, required=True, help="checkpoint folder (not committed)")
+    parser.add_argument("--out", type=Path, required=True, help="diffusers folder to write at the end")
+    parser.add_argument("--vae-steps", type=int, help="override the config's VAE steps")
+    parser.add_argument("--unet-steps", type=int, help="override the config's UNet steps")
+    parser.add_argument("--export-only", action="store_true", help="export the checkpoint as it is")
+    args = parser.parse_args(argv)
+    config = json.loads(args.config.read_text())
+    for stage, override in (("vae", args.vae_steps), ("unet", args.unet_steps)):
+        if override is not None:
+            config[stage]["steps"] = override
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"])
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    trainer = Trainer(config, args.work, log)
+    trainer.load()
+    if not args.export_only:
+        if trainer.state["stage"] == "vae":
+            trainer.train_vae(config["vae"]["steps"])
+            (args.work / "STOP").unlink(missing_ok=True)
+        if trainer.state["stage"] == "data":
+            trainer.cache_latents()
+        if trainer.state["stage"] == "unet":
+            trainer.train_unet(config["unet"]["steps"])
+    trainer.export(args.out)
+    log(f"exported to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

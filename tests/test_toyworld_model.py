@@ -1,0 +1,164 @@
+"""The committed toy model: loads by name, draws what it is told, and edits a toy clip measurably.
+
+Every number is measured by the toy world's detector against ground truth (see longedit.toyworld).
+The bounds are stated here; the model card (longedit/toyworld/model/README.md) has the full gates.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from longedit.toyworld import model_path
+
+pytestmark = pytest.mark.slow
+
+MAX_MODEL_MB = 20
+MIN_COLOUR_DRAWN = 0.8  # share of single-object captions whose colour the detector finds
+MIN_DRAWN = 0.6  # share whose colour *and* shape it agrees with (not reached: see the xfail)
+MIN_NEW_COLOUR_SHARE = 0.5  # frames with an object of the edited colour inside its region
+MIN_NEW_OBJECT_SHARE = 0.5  # frames with the edited colour *and* shape inside its region
+MAX_BACKGROUND_LOSS_DB = 1.0  # outside the region (8 px margin): edited vs the VAE round trip, both against the source
+MAX_SEAM_RATIO = 2.5  # frame-to-frame change at window boundaries over the median change elsewhere
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from longedit.models import load_backbone
+
+    return load_backbone("toy", device="cpu")
+
+
+def test_toy_model_is_a_small_sd_folder_loaded_by_name(toy):
+    from longedit.attention import capture_layer_names
+    from longedit.toyworld.world import VOCABULARY
+
+    folder = model_path()
+    assert (folder / "model_index.json").is_file() and (folder / "README.md").is_file()
+    size_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+    assert size_mb <= MAX_MODEL_MB
+    assert toy.name == "toy" and toy.kind == "sd" and toy.vae_scale == 8
+    assert len(toy.unet.config.block_out_channels) == 4
+    assert capture_layer_names(toy.unet, 4), "an H/32 cross-attention map exists"
+    assert all(len(toy.tokenizer.tokenize(w)) == 1 for w in VOCABULARY)
+    config = toy.scheduler.config
+    assert (config.clip_sample, config.set_alpha_to_one, config.steps_offset) == (False, False, 1)
+
+
+def test_toy_model_draws_what_it_is_told(toy):
+    from longedit.toyworld.detect import agreement, detect, find
+    from longedit.toyworld.pipeline import generate
+    from longedit.toyworld.world import Scene, ToyObject
+
+    objects = [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("green", "square"), ("purple", "circle"), ("white", "triangle")]
+    scenes = [Scene(bg, (ToyObject(c, s, 64, 64, 50),)) for (c, s), bg in zip(objects, ["grass", "sand", "water", "sky", "road", "grass"])]
+    images = generate(toy, [s.caption for s in scenes], steps=15, guidance=7.5, seed=3)
+    found = [detect(image) for image in images]
+    colours = [find(f, scene.objects[0].colour) is not None for f, scene in zip(found, scenes)]
+    assert np.mean(colours) >= MIN_COLOUR_DRAWN, colours
+    hits = [agreement(f, scene.objects)[0] for f, scene in zip(found, scenes)]
+    if np.mean(hits) < MIN_DRAWN:  # measured 2/6 with the committed model (gate: 31.6% of 418 objects)
+        pytest.xfail(f"colour and shape right for {np.mean(hits):.0%} of objects, below {MIN_DRAWN:.0%}: the model draws colours, rarely shapes")
+
+
+@pytest.fixture(scope="module")
+def edits(tmp_path_factory):
+    """The demo's edit on a short clip (3 overlapping windows), with and without RAD."""
+    from longedit.commands.edit import build_job
+    from longedit.config import parse_object_args
+    from longedit.engine import run_edit
+    from longedit.toyworld.demo_clip import demo_edit
+    from longedit.toyworld.render import write_clip
+    from longedit.video import iter_frames
+
+    folder = tmp_path_factory.mktemp("toy-edit")
+    edit = demo_edit(frames=8)
+    source = write_clip(edit.clip, folder / "toy.mp4", fps=Fraction(8))
+    job = build_job(
+        dict(
+            input=source, output=folder / "edited.mp4", model="toy", source_prompt=edit.source_prompt,
+            prompt=edit.prompt, steps=10, size=128, window=4, stride=2,
+            objects=parse_object_args(edit.object_args(every=2)),
+        )
+    )
+    run_edit(job, progress=False)
+    no_rad = job.model_copy(update={"rad": False, "output": folder / "no-rad.mp4"})
+    run_edit(no_rad, progress=False)
+    return edit, {name: list(iter_frames(path)) for name, path in (("source", source), ("edited", job.output), ("no-rad", no_rad.output))}
+
+
+def test_edit_replaces_the_source_object_inside_its_region(edits):
+    """The red circle is gone from the region in every frame; the new colour is there in most."""
+    from longedit.toyworld.scoring import in_region, placement_share
+
+    edit, frames = edits
+    assert placement_share(frames["source"], edit.boxes, "red", "circle") == 1.0
+    assert placement_share(frames["source"], edit.boxes, edit.colour, None) == 0.0
+    assert not any(in_region(f, "red", "circle", b) for f, b in zip(frames["edited"], edit.boxes))
+    coloured = placement_share(frames["edited"], edit.boxes, edit.colour, None)
+    assert coloured >= MIN_NEW_COLOUR_SHARE, f"{edit.colour} object in its region in {coloured:.0%} of frames"
+
+
+@pytest.mark.xfail(strict=True, reason="measured with the committed toy model: blue square in its region in 0/8 frames "
+                   "(a blue blob replaces the circle; the model rarely draws shapes, text->image gate 31.6%)")
+def test_edit_gives_the_new_object_its_shape(edits):
+    from longedit.toyworld.scoring import placement_share
+
+    edit, frames = edits
+    shaped = placement_share(frames["edited"], edit.boxes, edit.colour, edit.shape)
+    assert shaped >= MIN_NEW_OBJECT_SHARE, f"{edit.colour} {edit.shape} in its region in {shaped:.0%} of frames"
+
+
+@pytest.mark.xfail(strict=True, reason="measured with the committed toy model: blue square in its region in 0/8 frames "
+                   "with RAD and 0/8 without (no shape to place; see test_edit_gives_the_new_object_its_shape)")
+def test_rad_places_the_object_in_more_frames_than_without(edits):
+    from longedit.toyworld.scoring import placement_share
+
+    edit, frames = edits
+    with_rad = placement_share(frames["edited"], edit.boxes, edit.colour, edit.shape)
+    without = placement_share(frames["no-rad"], edit.boxes, edit.colour, edit.shape)
+    assert with_rad > without, (with_rad, without)
+
+
+@pytest.mark.xfail(strict=True, reason="measured: 21.8 dB outside the region vs 24.3 dB for the VAE round trip; the "
+                   "decoder's mid-block attention is global, so the edited region leaks into the background "
+                   "(pixel compositing outside the regions, DESIGN.md section 3, would make it exact)")
+def test_background_stays_as_close_to_the_source_as_the_vae_allows(toy, edits):
+    """IRJS pastes the source latents outside the region, so the background can be as good as the VAE's
+    own round trip of the source frames, and no better (the engine decodes latents)."""
+    from longedit.toyworld.pipeline import decode_latents, encode_images
+    from longedit.toyworld.scoring import background_psnr
+
+    edit, frames = edits
+    round_trip = decode_latents(toy, encode_images(toy, np.stack(frames["source"])))
+    reference = background_psnr(list(round_trip), frames["source"], edit.boxes)
+    edited = background_psnr(frames["edited"], frames["source"], edit.boxes)
+    assert edited >= reference - MAX_BACKGROUND_LOSS_DB, (edited, reference)
+
+
+def test_no_seam_at_window_boundaries(edits):
+    from longedit.toyworld.scoring import seam_ratio
+
+    edit, frames = edits
+    # windows of 4, stride 2 over 8 frames: [0-3], [2-5], [4-7]; frame sets change between 1|2, 3|4 and 5|6
+    ratio = seam_ratio(frames["edited"], [2, 4, 6])
+    assert ratio <= MAX_SEAM_RATIO, ratio
+
+
+def test_demo_command_writes_videos_measures_and_a_contact_sheet(tmp_path, capsys):
+    from longedit.cli import main
+    from longedit.video import probe
+
+    assert main(["demo", "--out", str(tmp_path), "--frames", "6", "--steps", "4", "--window", "6"]) == 0
+    out = capsys.readouterr().out
+    for name in ("toy.mp4", "toy-edited.mp4", "toy-no-rad.mp4", "toy-no-irjs.mp4", "report.json", "contact-sheet.png"):
+        assert (tmp_path / name).is_file(), name
+    info = probe(tmp_path / "toy-edited.mp4")
+    assert info.frames == 6 and info.has_audio
+    measured = json.loads((tmp_path / "measured.json").read_text())
+    assert set(measured) == {"edited", "no RAD", "no IRJS"}
+    assert "blue square in its region in" in out and "background PSNR" in out
+    assert json.loads((tmp_path / "report-no-rad.json").read_text())["rad"]["enabled"] is False
