@@ -24,7 +24,7 @@ SCHEDULER_CONFIG = {
 
 
 def _write_files(folder: Path, merges: list[tuple[str, str]]) -> None:
-    from longedit.tiny import _bytes_to_unicode  # CLIP's byte alphabet, defined once there
+    from longedit.random_models import _bytes_to_unicode  # CLIP's byte alphabet, defined once there
 
     symbols = list(_bytes_to_unicode().values())
     vocab: dict[str, int] = {}
