@@ -284,12 +284,8 @@ class VideoWriter:
                 shift = 0.0 if timestamps is None else float(timestamps[0])
                 self._audio = _AudioPump(Path(audio_source), self._container, self._format, self.path, shift)
             self._container.start_encoding()  # creates the temp file and checks codec settings now
-        except OSError as error:
-            self.abort()
-            raise self._file.fail(error) from error
-        except BaseException:
-            self.abort()
-            raise
+        except BaseException as error:
+            self._abort_and_raise(error)
 
     # -- setup
 
@@ -373,8 +369,7 @@ class VideoWriter:
         try:
             self._mux(self._stream.encode(video_frame))
         except OSError as error:  # a full disk: the partial file goes, the error says so in one line
-            self.abort()
-            raise self._file.fail(error) from error
+            self._abort_and_raise(error)
         self._frames += 1
 
     def _mux(self, packets: list[av.Packet]) -> None:
@@ -403,12 +398,8 @@ class VideoWriter:
                 self._audio.finish(self._end_s())
             self._container.close()
             self._close_audio()
-        except OSError as error:
-            self.abort()
-            raise self._file.fail(error) from error
-        except BaseException:
-            self.abort()
-            raise
+        except BaseException as error:
+            self._abort_and_raise(error)
         self._closed = True
         self._file.commit()
 
@@ -417,6 +408,13 @@ class VideoWriter:
         if self._audio is not None:
             self._audio.close()
             self._audio = None
+
+    def _abort_and_raise(self, error: BaseException) -> None:
+        """Abort (the partial file goes) and raise: a disk error as one line, anything else as it was."""
+        self.abort()
+        if isinstance(error, OSError):
+            raise self._file.fail(error) from error
+        raise error
 
     def abort(self) -> None:
         """Stop writing and delete the temporary file; the final path is left untouched."""
