@@ -428,3 +428,105 @@ def test_edit_with_eval_puts_the_numbers_into_the_report(clips, tmp_path, capsys
     assert len(evaluation["background"]["psnr"]["per_frame"]) == 6
     assert 0 < evaluation["background"]["ssim"]["value"] <= 1
     assert "eval: 6 frames" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ VISOR-like relations
+
+
+def test_relations_bind_the_nearest_object_words_and_prefer_the_longest_phrase():
+    from longedit.evaluation.relations import Relation, find_relations
+
+    relations, unbound = find_relations("a red circle to the left of a blue square on grass", ["square", "circle"])
+    assert relations == [Relation("circle", "to the left of", "square")] and unbound == {}
+    relations, _ = find_relations("a cat and a dog above a car", ["cat", "dog", "car"])
+    assert relations == [Relation("dog", "above", "car")]
+    relations, unbound = find_relations("a dog below the sky", ["dog"])
+    assert relations == [] and "give --object for both objects" in unbound["below"]
+    assert find_relations("a red circle on grass", ["circle"]) == ([], {})
+
+
+def test_relation_score_against_a_hand_count():
+    from longedit.evaluation.relations import Relation, RelationScore, holds
+
+    assert holds("to the left of", (0, 0, 10, 10), (20, 0, 30, 10))
+    assert not holds("to the left of", (20, 0, 30, 10), (0, 0, 10, 10))
+    assert holds("below", (0, 20, 10, 30), (0, 0, 10, 10)) and not holds("above", (0, 20, 10, 30), (0, 0, 10, 10))
+    score = RelationScore([Relation("cat", "to the left of", "dog")])
+    left, right = (0, 0, 10, 10), (40, 0, 50, 10)
+    for cat, dog in ((left, right), (left, right), (right, left), (None, right)):
+        score.update({"cat": cat, "dog": dog})
+    result = score.result()["cat to the left of dog"]
+    assert result["per_frame"] == [True, True, False, None]
+    assert result["value"] == pytest.approx(2 / 4) and result["conditional"] == pytest.approx(2 / 3) and result["both_found"] == 3
+
+
+def test_eval_measures_relations_on_a_toy_clip_with_the_toy_detector(tmp_path):
+    from longedit.toyworld.render import render_clip, write_clip
+    from longedit.toyworld.world import Scene, ToyObject
+
+    scene = Scene("grass", (ToyObject("red", "circle", 30, 64, 30), ToyObject("blue", "square", 98, 64, 30)), "to the left of", 3)
+    clip = render_clip(scene, frames=6, size=128, pan=0.0, seed=0, travel=0.1)
+    truth = [a.cx < b.cx for a, b in clip.objects]
+    assert all(truth)
+    path = write_clip(clip, tmp_path / "two.mp4")
+    objects = [f"circle={','.join(map(str, clip.boxes(0)[0]))}", f"square={','.join(map(str, clip.boxes(1)[0]))}"]
+    for phrase, expected in (("to the left of", 1.0), ("to the right of", 0.0)):
+        out = tmp_path / f"{phrase}.json"
+        args = ["eval", str(path), str(path), "--prompt", f"a red circle {phrase} a blue square on grass", "--detector", "toy", "--json", str(out)]
+        for spec in objects:
+            args += ["--object", spec]
+        assert main(args) == 0
+        report = json.loads(out.read_text())
+        relation = report["relations"][f"circle {phrase} square"]
+        # H.264 rounds the circle's edge in a few frames and the toy detector then calls it a square:
+        # those frames have the relation unmeasured (None), as VISOR counts a missed object
+        found = [a and b for a, b in zip(report["placement"]["circle"]["per_frame"], report["placement"]["square"]["per_frame"])]
+        assert relation["both_found"] >= 4 and relation["conditional"] == expected
+        assert [f is not None for f in relation["per_frame"]] == found
+        assert relation["value"] == pytest.approx(expected * relation["both_found"] / 6)
+
+
+# ------------------------------------------------------------------------------ PickScore
+
+
+def test_pickscore_matches_its_reference_computation(tiny_clip_dir, tmp_path):
+    """Weights in one folder, processor/tokenizer in another (PickScore_v1's layout); the score per frame
+    is logit_scale.exp() * cos(image, text), as in github yuvalkirstain/PickScore's example."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    from longedit.evaluation.clip import PickScoreMetric
+
+    weights = tmp_path / "pick-weights"
+    model = CLIPModel.from_pretrained(tiny_clip_dir, local_files_only=True).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(50.0))  # not CLIP's initial value, so a missing scale would show
+    model.save_pretrained(weights)
+    pick, reason = load_clip(str(weights), True, processor_name=str(tiny_clip_dir), what="PickScore", option="--pickscore")
+    assert reason is None
+    frames = [np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8) for i in range(3)]
+    metric = PickScoreMetric(pick, "a red cat")
+    for frame in frames:
+        metric.update(frame)
+    result = metric.result()
+
+    size = model.config.vision_config.image_size
+    processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    tokenizer = AutoTokenizer.from_pretrained(tiny_clip_dir, local_files_only=True)
+    with torch.no_grad():
+        image = model.get_image_features(**processor(images=frames, return_tensors="pt"))
+        image = getattr(image, "pooler_output", image)
+        text = model.get_text_features(**tokenizer(["a red cat"], padding=True, return_tensors="pt"))
+        text = getattr(text, "pooler_output", text)
+    image, text = image / image.norm(dim=-1, keepdim=True), text / text.norm(dim=-1, keepdim=True)
+    expected = (model.logit_scale.exp() * (text @ image.T))[0]
+    assert result["per_frame"] == pytest.approx(expected.tolist(), abs=1e-3)
+    assert result["value"] == pytest.approx(float(expected.mean()), abs=1e-3)
+
+
+def test_pickscore_without_weights_is_null_with_a_reason(clips, tmp_path):
+    source, copy, _ = clips
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(source), str(copy), "--object", "cat=8,8,24,24", "--prompt", "a cat",
+                 "--pickscore", str(tmp_path / "none"), "--local-files-only", "--json", str(out)]) == 0
+    pickscore = json.loads(out.read_text())["clip"]["pickscore"]
+    assert pickscore["value"] is None and "PickScore model" in pickscore["reason"] and "could not be loaded" in pickscore["reason"]

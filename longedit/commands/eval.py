@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from longedit.atomic import write_json
 from longedit.errors import UserError
 
 
@@ -22,16 +22,6 @@ def _check_json_path(path: Path, inputs: tuple[Path, Path]) -> None:
         raise UserError(f"cannot write --json '{path}': folder '{path.parent}' is not writable", "choose another path")
     if any(path.resolve() == p.resolve() for p in inputs):
         raise UserError(f"--json '{path}' is one of the videos", "give another file name")
-
-
-def write_json(path: Path, report: dict) -> None:
-    """Write the report atomically (temporary file, then rename)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _fmt(entry: dict, digits: int = 4) -> str:
@@ -63,8 +53,13 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  CLIP metrics: n/a ({consistency['reason']})")
     else:
         lines.append(f"  CLIP frame consistency {_fmt(consistency)}, CLIP score {_fmt(score, 2)}")
+    if "pickscore" in clip:
+        lines.append(f"  PickScore {_fmt(clip['pickscore'], 2)}")
     for word, entry in report["placement"].items():
         lines.append(f"  placement of '{word}': {_fmt(entry, 3)}")
+    for name, entry in report.get("relations", {}).items():
+        found = f" ({entry['conditional']:.3f} of the frames where both are found)" if entry.get("conditional") is not None else ""
+        lines.append(f"  relation '{name}' holds in: {_fmt(entry, 3)}{found}")
     return lines
 
 
@@ -84,6 +79,13 @@ def eval_command(
     masks: Annotated[Optional[Path], typer.Option(help="Folder of masks DIR/WORD/000000.png (from `longedit masks`).")] = None,
     margin: Annotated[int, typer.Option(help="Grow the regions by this many pixels before measuring the background.")] = 8,
     clip: Annotated[Optional[str], typer.Option(help="CLIP model (folder or hub id) for frame consistency and CLIP score.")] = None,
+    pickscore: Annotated[
+        Optional[str], typer.Option(help="PickScore model (folder or hub id, e.g. yuvalkirstain/PickScore_v1) for the prompt's PickScore.")
+    ] = None,
+    pickscore_processor: Annotated[
+        Optional[str],
+        typer.Option(help="Where PickScore's processor and tokenizer live if not beside its weights (laion/CLIP-ViT-H-14-laion2B-s32B-b79K)."),
+    ] = None,
     lpips: Annotated[str, typer.Option(help="LPIPS net: alex, vgg, squeeze or none.")] = "alex",
     detector: Annotated[
         Optional[str], typer.Option(help="'toy' (the toy world's detector) or an open-vocabulary detection model (folder or hub id).")
@@ -103,6 +105,8 @@ def eval_command(
         masks=masks,
         margin=margin,
         clip=clip,
+        pickscore=pickscore,
+        pickscore_processor=pickscore_processor,
         lpips=lpips,
         detector=detector,
         local_files_only=local_files_only,
@@ -110,7 +114,7 @@ def eval_command(
     )
     report = evaluate_videos(source, edited, settings)
     if json_path is not None:
-        write_json(json_path, report)
+        write_json(json_path, report, what="eval report")
     for line in summary_lines(report):
         typer.echo(line)
     if json_path is not None:

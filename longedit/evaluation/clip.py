@@ -3,7 +3,9 @@
 Frame Consistency (ReAtCo, Tables 1-3) is the mean cosine of CLIP image embeddings over all pairs of
 frames. With unit embeddings e_i and their running sum S, sum_{i<j} e_i.e_j = (|S|^2 - N) / 2, so the
 mean over the N(N-1)/2 pairs is (|S|^2 - N) / (N(N-1)) and no embedding is kept. The CLIP score of a
-frame is 100 * max(cos(image, prompt), 0) (torchmetrics' CLIPScore definition).
+frame is 100 * max(cos(image, prompt), 0) (torchmetrics' CLIPScore definition). PickScore (Kirstain et al.,
+2023; ReAtCo's Table 1) is a CLIP model fine-tuned on human preferences; a frame's score is
+logit_scale.exp() * cos(image, prompt), as in its reference code (github yuvalkirstain/PickScore).
 """
 
 from __future__ import annotations
@@ -44,23 +46,34 @@ class ClipModel:
         return embeds / embeds.norm()
 
 
-def load_clip(name: str | None, local_files_only: bool, device: str = "cpu") -> tuple[ClipModel | None, str | None]:
-    """(ClipModel, None) when `name` (folder or hub id) loads with `CLIPModel.from_pretrained`, else (None, reason)."""
+def load_clip(
+    name: str | None,
+    local_files_only: bool,
+    device: str = "cpu",
+    processor_name: str | None = None,
+    what: str = "CLIP",
+    option: str = "--clip",
+) -> tuple[ClipModel | None, str | None]:
+    """(ClipModel, None) when `name` (folder or hub id) loads with `CLIPModel.from_pretrained`, else (None, reason).
+
+    `processor_name`: where the image processor and tokenizer live when not beside the weights (PickScore's
+    weights use the processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K)."""
     if not name:
-        return None, "no CLIP model given: pass --clip MODEL, a folder or hub id"
+        return None, f"no {what} model given: pass {option} MODEL, a folder or hub id"
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     try:
         model = CLIPModel.from_pretrained(name, local_files_only=local_files_only).eval().to(device)
     except Exception as error:  # noqa: BLE001 - reported, never guessed around
-        return None, failure(f"CLIP model '{name}' could not be loaded", error)
+        return None, failure(f"{what} model '{name}' could not be loaded", error)
+    source = processor_name or name
     try:
-        processor = CLIPImageProcessor.from_pretrained(name, local_files_only=local_files_only)
+        processor = CLIPImageProcessor.from_pretrained(source, local_files_only=local_files_only)
     except Exception:  # noqa: BLE001 - a bare model folder: CLIP's standard preprocessing at its image size
         size = model.config.vision_config.image_size
         processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
     except Exception:  # noqa: BLE001 - CLIP score is then null with this reason
         tokenizer = None
     return ClipModel(model, processor, tokenizer, torch.device(device)), None
@@ -114,3 +127,34 @@ class ClipMetrics:
         else:
             score = available(mean(self.scores), self.scores)
         return {"frame_consistency": consistency, "clip_score": score}
+
+
+class PickScoreMetric:
+    """Per frame logit_scale.exp() * cos(image, prompt) with a PickScore model, batched like ClipMetrics."""
+
+    def __init__(self, model: ClipModel, prompt: str) -> None:
+        self.model = model
+        self.reason = "the PickScore folder has no tokenizer" if model.tokenizer is None else (None if prompt else "no --prompt given")
+        self.text = model.embed_text(prompt) if self.reason is None else None
+        self.scale = float(model.model.logit_scale.exp())
+        self.pending: list[np.ndarray] = []
+        self.scores: list[float] = []
+
+    def update(self, frame: np.ndarray) -> None:
+        if self.text is None:
+            return
+        self.pending.append(frame)
+        if len(self.pending) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending and self.text is not None:
+            embeds = self.model.embed_images(self.pending)
+            self.scores.extend(self.scale * float(e @ self.text) for e in embeds)
+        self.pending = []
+
+    def result(self) -> dict:
+        self._flush()
+        if self.reason is not None:
+            return missing(self.reason)
+        return available(mean(self.scores), self.scores) if self.scores else missing("no frames")

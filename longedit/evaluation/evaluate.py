@@ -11,11 +11,12 @@ from pathlib import Path
 
 from longedit.config import ObjectSpec
 from longedit.errors import UserError
-from longedit.evaluation.clip import ClipMetrics, load_clip
+from longedit.evaluation.clip import ClipMetrics, PickScoreMetric, load_clip
 from longedit.evaluation.fidelity import PSNR_CAP, background_psnr, background_ssim, load_lpips, to_tensor
 from longedit.evaluation.metric import available, mean, missing
 from longedit.evaluation.placement import Placement, load_detector
 from longedit.evaluation.regions import iter_regions, resolve_objects
+from longedit.evaluation.relations import RelationScore, find_relations
 from longedit.evaluation.temporal import TemporalConsistency
 
 
@@ -29,6 +30,8 @@ class EvalSettings:
     masks: Path | None = None
     margin: int = 8
     clip: str | None = None
+    pickscore: str | None = None
+    pickscore_processor: str | None = None
     lpips: str = "alex"
     detector: str | None = None
     local_files_only: bool = False
@@ -58,6 +61,13 @@ def _fidelity(psnr: list, ssim: list, lpips: list, lpips_reason: str | None) -> 
     }
 
 
+def _relations(relations: list, unbound: dict[str, str], score: RelationScore | None, detector_reason: str | None) -> dict:
+    """VISOR-like shares per relation of the prompt, plus a null with the reason for each unbound phrase."""
+    out = score.result() if score is not None else {r.name: missing(detector_reason or "") for r in relations}
+    out.update({phrase: missing(reason) for phrase, reason in unbound.items()})
+    return out
+
+
 def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings) -> dict:
     """Every metric of `edited_path` against `source_path`, as a JSON-ready dict."""
     from longedit.video import iter_frames, probe
@@ -74,7 +84,13 @@ def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings
     clip, clip_reason = load_clip(settings.clip, settings.local_files_only, settings.device)
     detector, detector_reason = load_detector(settings.detector, settings.local_files_only, settings.prompt)
     clip_metrics = ClipMetrics(clip, settings.prompt) if clip is not None else None
+    pick_model, pick_reason = load_clip(
+        settings.pickscore, settings.local_files_only, settings.device, settings.pickscore_processor, "PickScore", "--pickscore"
+    )
+    pickscore = PickScoreMetric(pick_model, settings.prompt) if pick_model is not None else None
     placement = Placement(detector, words) if detector is not None else None
+    relations, unbound = find_relations(settings.prompt, words)
+    relation_score = RelationScore(relations) if placement is not None else None
     temporal = TemporalConsistency()
     psnr: list[float | None] = []
     ssim: list[float | None] = []
@@ -92,8 +108,12 @@ def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings
         temporal.update(src, edt, union)
         if clip_metrics is not None:
             clip_metrics.update(edt)
+        if pickscore is not None:
+            pickscore.update(edt)
         if placement is not None:
-            placement.update(edt, masks)
+            boxes = placement.update(edt, masks)
+            if relation_score is not None:
+                relation_score.update(boxes)
         frames += 1
     if frames != source.frames:
         raise UserError(f"decoded {frames} of {source.frames} frames", "a video may be damaged; re-encode it")
@@ -101,6 +121,7 @@ def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings
     clip_results = clip_metrics.result() if clip_metrics is not None else {
         "frame_consistency": missing(clip_reason or ""), "clip_score": missing(clip_reason or "")
     }
+    clip_results["pickscore"] = pickscore.result() if pickscore is not None else missing(pick_reason or "")
     return {
         "source": str(source_path),
         "edited": str(edited_path),
@@ -114,5 +135,6 @@ def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings
         "temporal": temporal.result(),
         "clip": clip_results,
         "placement": placement.result() if placement is not None else {w: missing(detector_reason or "") for w in words},
-        "models": {"clip": settings.clip, "lpips": settings.lpips, "detector": settings.detector},
+        "relations": _relations(relations, unbound, relation_score, detector_reason),
+        "models": {"clip": settings.clip, "pickscore": settings.pickscore, "lpips": settings.lpips, "detector": settings.detector},
     }

@@ -129,11 +129,13 @@ class Placement:
         self.detector, self.words = detector, list(words)
         self.hits: dict[str, list[bool]] = {word: [] for word in self.words}
 
-    def update(self, frame: np.ndarray, regions: np.ndarray) -> None:
-        """Detect the words in one edited frame; `regions` is bool [J, H, W] in word order."""
+    def update(self, frame: np.ndarray, regions: np.ndarray) -> dict[str, Box | None]:
+        """Detect the words in one edited frame; `regions` is bool [J, H, W] in word order. Returns the
+        detections, so other per-frame metrics (relations) need no second detector pass."""
         boxes = self.detector.detect(frame, self.words)
         for j, word in enumerate(self.words):
             self.hits[word].append(placed(boxes.get(word), regions[j]))
+        return boxes
 
     def result(self) -> dict[str, dict]:
         """Per word: the share of frames placed, and the per-frame booleans."""
