@@ -76,21 +76,26 @@ def prepare(job: EditJob) -> Prepared:
 
     check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
     notices = []
+    if job.window is not None and job.window > info.frames:
+        notices.append(f"window {job.window} > {info.frames} frames: using one window of {info.frames}")
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
         notices.append("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
     size = processing_size(info.width, info.height, job.size)
     return Prepared(info=info, objects=objects, processed_size=size, notices=notices)
 
 
-def resolve_words(tokenizer, job: EditJob, objects: list[ObjectSpec]) -> list[WordTokens]:
-    return [word_tokens(tokenizer, job.prompt, obj.word, job.token_mode) for obj in objects]
+def resolve_words(tokenizer, job: EditJob, prepared: Prepared) -> list[WordTokens]:
+    """The token columns of each object's word; a word's notice (e.g. it occurs twice) joins the job's notices."""
+    words = [word_tokens(tokenizer, job.prompt, obj.word, job.token_mode) for obj in prepared.objects]
+    prepared.notices.extend(w.notice for w in words if w.notice and w.notice not in prepared.notices)
+    return words
 
 
 def preflight(job: EditJob) -> dict:
     """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes."""
     prepared = prepare(job)
     tokenizer = load_tokenizer(job.model, job.local_files_only)
-    words = resolve_words(tokenizer, job, prepared.objects)
+    words = resolve_words(tokenizer, job, prepared)
     info = prepared.info
     return {
         "input": str(job.input),
@@ -100,6 +105,7 @@ def preflight(job: EditJob) -> dict:
         "processed_size": list(prepared.processed_size),
         "objects": {w.word: list(w.indices) for w in words},
         "model": job.model,
+        "notices": list(prepared.notices),
     }
 
 
@@ -310,7 +316,7 @@ def run_edit(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     backbone = load_backbone(job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
-    words = resolve_words(backbone.tokenizer, job, prepared.objects)
+    words = resolve_words(backbone.tokenizer, job, prepared)
     settings = loop_settings(job, device)
     work_dir = Path(work_dir) if work_dir is not None else None
     state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
