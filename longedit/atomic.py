@@ -27,7 +27,7 @@ from longedit.errors import UserError
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def _size(nbytes: int) -> str:
+def human_size(nbytes: int) -> str:
     """Human size, e.g. 1.5 MB."""
     value = float(nbytes)
     for unit in ("bytes", "KB", "MB", "GB"):
@@ -42,7 +42,7 @@ def disk_error(error: OSError, what: str, path: Path, needed: int | None = None)
     if error.errno not in DISK_ERRORS:
         return None
     reason = os.strerror(error.errno).lower()
-    need = f"; it needs about {_size(needed)}" if needed else ""
+    need = f"; it needs about {human_size(needed)}" if needed else ""
     fix = "free some space or pick a folder on another disk" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (
         "pick a folder you can write to"
     )

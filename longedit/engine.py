@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from longedit import atomic, latent_decode
+from longedit import atomic, diskspace, latent_decode
 from longedit.backbones.adapters import adapter_for
 from longedit.composite import BackgroundMeter, composite, feathered_alpha
 from longedit.config import EditJob, ObjectSpec
+from longedit.diskspace import DiskNeed
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
 from longedit.editor import LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
@@ -32,7 +33,9 @@ from longedit.errors import JobInterrupted, UserError
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
-from longedit.video import VideoInfo, VideoWriter, check_output_path, iter_frames, probe, processing_size
+from longedit.video import (
+    VideoInfo, VideoWriter, check_output_path, crop_note, even_size, iter_frames, probe, processing_size,
+)
 from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
 
@@ -82,6 +85,28 @@ def prepare(job: EditJob) -> Prepared:
         notices.append("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
     size = processing_size(info.width, info.height, job.size)
     return Prepared(info=info, objects=objects, processed_size=size, notices=notices)
+
+
+DISK_FIX = "free some space, or write -o / --work-dir to a larger disk"
+
+
+def disk_needs(job: EditJob, prepared: Prepared, work_dir: Path | None) -> list[DiskNeed]:
+    """What the run will write, where (`longedit.diskspace`): output video, checkpoints, inversion trajectory.
+
+    A resumed run's work folder already holds part of it, which is not counted again.
+    """
+    info, size = prepared.info, prepared.processed_size
+    out_size = size if job.keep_size else even_size(info.width, info.height)
+    output_folder = Path(job.output).expanduser().absolute().parent
+    needs = [DiskNeed("the output video", output_folder, diskspace.video_bytes(info.frames, out_size, info.duration_s, info.has_audio))]
+    trajectory = diskspace.latent_bytes(info.frames, size, 2) * job.steps if job.irjs and job.source_noise == "inversion" else 0
+    if work_dir is not None:
+        written = sum(p.stat().st_size for p in Path(work_dir).rglob("*") if p.is_file()) if Path(work_dir).is_dir() else 0
+        checkpoints = diskspace.checkpoint_bytes(info.frames, size, len(prepared.objects)) + trajectory
+        needs.append(DiskNeed("the checkpoint folder", Path(work_dir), checkpoints - written))
+    elif trajectory:
+        needs.append(DiskNeed("the inversion trajectory", output_folder, trajectory))
+    return needs
 
 
 def resolve_words(tokenizer, job: EditJob, prepared: Prepared) -> list[WordTokens]:
@@ -312,20 +337,22 @@ def run_edit(
     """Run one edit job; returns the report (also written to job.report). See module docstring."""
     started = time.perf_counter()
     prepared = prepare(job)
+    work_dir = Path(work_dir) if work_dir is not None else None
+    needs = disk_needs(job, prepared, work_dir)
+    diskspace.check_free_space(needs, DISK_FIX)  # before the model loads and the video is decoded
     device = resolve_device(job.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     backbone = load_backbone(job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
     words = resolve_words(backbone.tokenizer, job, prepared)
     settings = loop_settings(job, device)
-    work_dir = Path(work_dir) if work_dir is not None else None
     state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
     resumed_from = None if state is None else {"phase": state.phase, "step": state.step}
     if state is None:  # a resumed job keeps its windows, whatever memory is free now
         windows, window_plan = plan_run_windows(job, prepared, backbone, words, settings)
     else:
         windows, window_plan = state.windows, state.window_plan
-    fusion_plan = plan_fusion_for(job, backbone, state, windows, latent_grid(prepared, backbone), work_dir)
+    fusion_plan = plan_fusion_for(job, backbone, state, windows, latent_grid(prepared, backbone), work_dir, needs)
     if state is None:
         state = start_state(job, prepared, backbone, windows, window_plan, work_dir, progress, stop_event)
     masks = restore_or_build_masks(job, prepared, backbone, state, progress)
@@ -364,13 +391,17 @@ def plan_run_windows(job: EditJob, prepared: Prepared, backbone: Backbone, words
     return choose_windows(job, prepared.info.frames, backbone.device, probe_costs, native)
 
 
-def plan_fusion_for(job: EditJob, backbone: Backbone, state: RunState | None, windows, grid, work_dir: Path | None):
-    """FateZero's fusion plan (words, source mode, disk space: checked before any long work), or None."""
+def plan_fusion_for(
+    job: EditJob, backbone: Backbone, state: RunState | None, windows, grid, work_dir: Path | None,
+    needs: list[DiskNeed] = (),
+):
+    """FateZero's fusion plan (words, source mode, disk space with the run's other `needs`: checked before any
+    long work), or None."""
     if not job.use_fusion or (state is not None and state.phase == "decode"):
         return None
     from longedit.fatezero import plan_fusion
 
-    return plan_fusion(job, backbone, windows, grid, work_dir, fresh=state is None or is_fresh(state))
+    return plan_fusion(job, backbone, windows, grid, work_dir, fresh=state is None or is_fresh(state), also=needs)
 
 
 def is_fresh(state: RunState) -> bool:
