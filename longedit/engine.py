@@ -198,7 +198,8 @@ def write_video(
     meter = BackgroundMeter()
     bar = tqdm(total=latents.shape[0], desc="encode", unit="frame", disable=not progress)
     with VideoWriter(
-        job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path
+        job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path,
+        warn_crop=False,  # the report and the summary line say it (`output_cropped`)
     ) as writer:
         for index, frame in enumerate(decode_latents(backbone, latents)):
             frame = _resize(frame, out_size)
@@ -541,7 +542,8 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "duration_s": info.duration_s,
         "size": [info.width, info.height],
         "processed_size": list(size),
-        "output_size": list(size if job.keep_size else (info.width, info.height)),
+        "output_size": list(size if job.keep_size else even_size(info.width, info.height)),
+        "output_cropped": None if job.keep_size else crop_note(info.width, info.height),
         "audio": info.has_audio,
         "windows": [list(w) for w in windows],
         "window": {"length": windows[0][1] - windows[0][0], "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None, "reason": state.window_plan.reason, "planner": state.window_plan.to_report()},

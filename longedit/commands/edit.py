@@ -51,8 +51,9 @@ def mean_share(shares: list[float]) -> float:
 def print_summary(report: dict, shown: frozenset[str] = frozenset()) -> None:
     """The run's summary lines; its warnings on stderr, but not those in `shown` (printed before the run)."""
     timing = report["timing"]
+    cropped = f", {report['output_cropped']}" if report.get("output_cropped") else ""
     typer.echo(
-        f"wrote {report['output']}: {report['frames']} frames at {report['fps']:.3f} fps, "
+        f"wrote {report['output']}: {report['frames']} frames at {report['fps']:.3f} fps{cropped}, "
         f"{len(report['windows'])} windows, {timing['total_s']:.1f} s ({timing['frames_per_s']:.2f} frames/s)"
     )
     for word, shares in report["rad"]["attention_in_mask"].items():
