@@ -339,6 +339,9 @@ def run_edit(
     started = time.perf_counter()
     prepared = prepare(job)
     work_dir = Path(work_dir) if work_dir is not None else None
+    for target in (job.output, job.report):  # partials of killed runs of this job: garbage, and disk space
+        if target is not None:
+            atomic.remove_stale_temps(target)
     needs = disk_needs(job, prepared, work_dir)
     diskspace.check_free_space(needs, DISK_FIX)  # before the model loads and the video is decoded
     device = resolve_device(job.device)
