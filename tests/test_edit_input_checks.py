@@ -188,7 +188,7 @@ def test_a_job_file_window_outside_the_cli_range_fails_like_the_flag(window, com
     assert main([command, str(job)]) == 2
     err = capsys.readouterr().err
     bound = ">= 4" if window < 4 else "<= 32"
-    assert err == f"error: job file '{job}': 'window' must be {bound}, got {window}\n"
+    assert err == f"error: job file '{job}': 'window' must be {bound}, got {window} (use 4 to 32, as the --window flag)\n"
     assert sorted(tmp_path.iterdir()) == before
 
 
