@@ -13,7 +13,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -397,7 +397,7 @@ def plan_run_windows(job: EditJob, prepared: Prepared, backbone: Backbone, words
 
 def plan_fusion_for(
     job: EditJob, backbone: Backbone, state: RunState | None, windows, grid, work_dir: Path | None,
-    needs: list[DiskNeed] = (),
+    needs: Sequence[DiskNeed] = (),
 ):
     """FateZero's fusion plan (words, source mode, disk space with the run's other `needs`: checked before any
     long work), or None."""

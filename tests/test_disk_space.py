@@ -119,6 +119,6 @@ def test_a_real_full_disk_is_refused_before_anything_is_written(clip, small_tmpf
     code = main(["edit", str(clip), "-o", str(out), "--model", "tiny", "--quiet", "--steps", "2", "--size", "64",
                  "--object", "car=1,1,30,30", *PROMPTS])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith(f"error: not enough disk space: the output video needs ~") and f"in '{small_tmpfs}'" in err
+    assert code == 2 and err.startswith("error: not enough disk space: the output video needs ~") and f"in '{small_tmpfs}'" in err
     assert "free some space" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler"]
