@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from longedit.errors import UserError
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def _size(nbytes: int) -> str:
+def human_size(nbytes: int) -> str:
     """Human size, e.g. 1.5 MB."""
     value = float(nbytes)
     for unit in ("bytes", "KB", "MB", "GB"):
@@ -42,7 +44,7 @@ def disk_error(error: OSError, what: str, path: Path, needed: int | None = None)
     if error.errno not in DISK_ERRORS:
         return None
     reason = os.strerror(error.errno).lower()
-    need = f"; it needs about {_size(needed)}" if needed else ""
+    need = f"; it needs about {human_size(needed)}" if needed else ""
     fix = "free some space or pick a folder on another disk" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (
         "pick a folder you can write to"
     )
@@ -94,27 +96,68 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: Temp names beside a target NAME: `.NAME.PID[.RANDOM].part|tmp` (this module, the video writer, the mask
+#: staging folder), `.NAME.PID.trajectory` and `.NAME.PID.attention` (a run without a work folder).
+TEMP_NAME = re.compile(r"^\.(?P<target>.+?)\.(?P<pid>\d{1,10})\.(?:[0-9a-f]{8}\.)?(?:part|tmp|trajectory|attention)$")
+
+
+def parse_temp_name(name: str) -> tuple[str, int] | None:
+    """(target name, pid) of a temp name made by a longedit process, None for any other name."""
+    match = TEMP_NAME.match(name)
+    return (match["target"], int(match["pid"])) if match else None
+
+
+def _remove(path: Path) -> bool:
+    """Remove a file or a folder (a FateZero store); False when it could not be removed."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError:
+        return False
+    return True
+
+
 def remove_stale_temps(target: str | Path) -> list[Path]:
-    """Remove temp files of `target` (`.NAME.PID.*`) whose process is gone: leftovers of killed runs.
+    """Remove temp files and folders of `target` (`.NAME.PID.*`: partial video, report, trajectory, attention
+    store) whose process is gone: leftovers of killed runs.
 
     Temp files of live processes (another writer of the same name right now) are left alone. Returns
     what was removed.
     """
     target = Path(target)
-    prefix = f".{target.name}."
-    removed = []
     try:
         names = os.listdir(target.parent)
     except OSError:
-        return removed
+        return []
+    removed = []
     for name in names:
-        pid = name[len(prefix) :].split(".", 1)[0]
-        if name.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            try:
-                (target.parent / name).unlink()
-                removed.append(target.parent / name)
-            except OSError:
-                pass
+        parsed = parse_temp_name(name)
+        if parsed is None or parsed[0] != target.name or parsed[1] == os.getpid() or _pid_alive(parsed[1]):
+            continue
+        if _remove(target.parent / name):
+            removed.append(target.parent / name)
+    return removed
+
+
+def remove_foreign_temps(folder: str | Path) -> list[Path]:
+    """Remove every temp file or folder `.NAME.PID.*` in `folder` not made by this process.
+
+    For a folder that no other process may write into any more (a finished job's folder, whose claim we
+    hold): whatever other processes left there is stale, wherever they ran (a Ray worker's pid means
+    nothing on this host).
+    """
+    folder = Path(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        parsed = parse_temp_name(name)
+        if parsed is not None and parsed[1] != os.getpid() and _remove(folder / name):
+            removed.append(folder / name)
     return removed
 
 

@@ -30,6 +30,16 @@ def default_model() -> str:
     return os.environ.get("LONGEDIT_MODEL") or DEFAULT_MODEL
 
 
+def field_bounds(name: str) -> tuple[float | None, float | None]:
+    """(ge, le) of an `EditJob` field as declared below: the CLI's min/max and the window planner use them, so a
+    range is written once and job files, flags and the planner agree."""
+    low = high = None
+    for constraint in EditJob.model_fields[name].metadata:
+        low = getattr(constraint, "ge", low)
+        high = getattr(constraint, "le", high)
+    return low, high
+
+
 class ObjectSpec(BaseModel):
     """One object to edit: a word of the edited prompt and where it goes.
 
@@ -142,7 +152,7 @@ class EditJob(BaseModel):
     size: int = Field(512, ge=64)
     keep_size: bool = False
 
-    window: int | None = Field(None, ge=1)
+    window: int | None = Field(None, ge=4, le=32)  # the one declaration of the range: CLI, job files, planner
     stride: int | None = Field(None, ge=1)
     vram: str | None = None
     overlap_weights: Literal["uniform", "pyramid"] = "uniform"

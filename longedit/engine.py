@@ -13,7 +13,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from longedit import atomic, latent_decode
+from longedit import atomic, diskspace, latent_decode
 from longedit.backbones.adapters import adapter_for
 from longedit.composite import BackgroundMeter, composite, feathered_alpha
 from longedit.config import EditJob, ObjectSpec
+from longedit.diskspace import DiskNeed
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
 from longedit.editor import LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
@@ -32,7 +33,9 @@ from longedit.errors import JobInterrupted, UserError
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
-from longedit.video import VideoInfo, VideoWriter, check_output_path, iter_frames, probe, processing_size
+from longedit.video import (
+    VideoInfo, VideoWriter, check_output_path, crop_note, even_size, iter_frames, probe, processing_size,
+)
 from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
 
@@ -76,21 +79,48 @@ def prepare(job: EditJob) -> Prepared:
 
     check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
     notices = []
+    if job.window is not None and job.window > info.frames:
+        notices.append(f"window {job.window} > {info.frames} frames: using one window of {info.frames}")
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
         notices.append("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
     size = processing_size(info.width, info.height, job.size)
     return Prepared(info=info, objects=objects, processed_size=size, notices=notices)
 
 
-def resolve_words(tokenizer, job: EditJob, objects: list[ObjectSpec]) -> list[WordTokens]:
-    return [word_tokens(tokenizer, job.prompt, obj.word, job.token_mode) for obj in objects]
+DISK_FIX = "free some space, or write -o / --work-dir to a larger disk"
+
+
+def disk_needs(job: EditJob, prepared: Prepared, work_dir: Path | None) -> list[DiskNeed]:
+    """What the run will write, where (`longedit.diskspace`): output video, checkpoints, inversion trajectory.
+
+    A resumed run's work folder already holds part of it, which is not counted again.
+    """
+    info, size = prepared.info, prepared.processed_size
+    out_size = size if job.keep_size else even_size(info.width, info.height)
+    output_folder = Path(job.output).expanduser().absolute().parent
+    needs = [DiskNeed("the output video", output_folder, diskspace.video_bytes(info.frames, out_size, info.duration_s, info.has_audio))]
+    trajectory = diskspace.latent_bytes(info.frames, size, 2) * job.steps if job.irjs and job.source_noise == "inversion" else 0
+    if work_dir is not None:
+        written = sum(p.stat().st_size for p in Path(work_dir).rglob("*") if p.is_file()) if Path(work_dir).is_dir() else 0
+        checkpoints = diskspace.checkpoint_bytes(info.frames, size, len(prepared.objects)) + trajectory
+        needs.append(DiskNeed("the checkpoint folder", Path(work_dir), checkpoints - written))
+    elif trajectory:
+        needs.append(DiskNeed("the inversion trajectory", output_folder, trajectory))
+    return needs
+
+
+def resolve_words(tokenizer, job: EditJob, prepared: Prepared) -> list[WordTokens]:
+    """The token columns of each object's word; a word's notice (e.g. it occurs twice) joins the job's notices."""
+    words = [word_tokens(tokenizer, job.prompt, obj.word, job.token_mode) for obj in prepared.objects]
+    prepared.notices.extend(w.notice for w in words if w.notice and w.notice not in prepared.notices)
+    return words
 
 
 def preflight(job: EditJob) -> dict:
     """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes."""
     prepared = prepare(job)
     tokenizer = load_tokenizer(job.model, job.local_files_only)
-    words = resolve_words(tokenizer, job, prepared.objects)
+    words = resolve_words(tokenizer, job, prepared)
     info = prepared.info
     return {
         "input": str(job.input),
@@ -100,6 +130,7 @@ def preflight(job: EditJob) -> dict:
         "processed_size": list(prepared.processed_size),
         "objects": {w.word: list(w.indices) for w in words},
         "model": job.model,
+        "notices": list(prepared.notices),
     }
 
 
@@ -167,7 +198,8 @@ def write_video(
     meter = BackgroundMeter()
     bar = tqdm(total=latents.shape[0], desc="encode", unit="frame", disable=not progress)
     with VideoWriter(
-        job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path
+        job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path,
+        warn_crop=False,  # the report and the summary line say it (`output_cropped`)
     ) as writer:
         for index, frame in enumerate(decode_latents(backbone, latents)):
             frame = _resize(frame, out_size)
@@ -306,20 +338,25 @@ def run_edit(
     """Run one edit job; returns the report (also written to job.report). See module docstring."""
     started = time.perf_counter()
     prepared = prepare(job)
+    work_dir = Path(work_dir) if work_dir is not None else None
+    for target in (job.output, job.report):  # partials of killed runs of this job: garbage, and disk space
+        if target is not None:
+            atomic.remove_stale_temps(target)
+    needs = disk_needs(job, prepared, work_dir)
+    diskspace.check_free_space(needs, DISK_FIX)  # before the model loads and the video is decoded
     device = resolve_device(job.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     backbone = load_backbone(job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
-    words = resolve_words(backbone.tokenizer, job, prepared.objects)
+    words = resolve_words(backbone.tokenizer, job, prepared)
     settings = loop_settings(job, device)
-    work_dir = Path(work_dir) if work_dir is not None else None
     state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
     resumed_from = None if state is None else {"phase": state.phase, "step": state.step}
     if state is None:  # a resumed job keeps its windows, whatever memory is free now
         windows, window_plan = plan_run_windows(job, prepared, backbone, words, settings)
     else:
         windows, window_plan = state.windows, state.window_plan
-    fusion_plan = plan_fusion_for(job, backbone, state, windows, latent_grid(prepared, backbone), work_dir)
+    fusion_plan = plan_fusion_for(job, backbone, state, windows, latent_grid(prepared, backbone), work_dir, needs)
     if state is None:
         state = start_state(job, prepared, backbone, windows, window_plan, work_dir, progress, stop_event)
     masks = restore_or_build_masks(job, prepared, backbone, state, progress)
@@ -358,13 +395,17 @@ def plan_run_windows(job: EditJob, prepared: Prepared, backbone: Backbone, words
     return choose_windows(job, prepared.info.frames, backbone.device, probe_costs, native)
 
 
-def plan_fusion_for(job: EditJob, backbone: Backbone, state: RunState | None, windows, grid, work_dir: Path | None):
-    """FateZero's fusion plan (words, source mode, disk space: checked before any long work), or None."""
+def plan_fusion_for(
+    job: EditJob, backbone: Backbone, state: RunState | None, windows, grid, work_dir: Path | None,
+    needs: Sequence[DiskNeed] = (),
+):
+    """FateZero's fusion plan (words, source mode, disk space with the run's other `needs`: checked before any
+    long work), or None."""
     if not job.use_fusion or (state is not None and state.phase == "decode"):
         return None
     from longedit.fatezero import plan_fusion
 
-    return plan_fusion(job, backbone, windows, grid, work_dir, fresh=state is None or is_fresh(state))
+    return plan_fusion(job, backbone, windows, grid, work_dir, fresh=state is None or is_fresh(state), also=needs)
 
 
 def is_fresh(state: RunState) -> bool:
@@ -504,7 +545,8 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "duration_s": info.duration_s,
         "size": [info.width, info.height],
         "processed_size": list(size),
-        "output_size": list(size if job.keep_size else (info.width, info.height)),
+        "output_size": list(size if job.keep_size else even_size(info.width, info.height)),
+        "output_cropped": None if job.keep_size else crop_note(info.width, info.height),
         "audio": info.has_audio,
         "windows": [list(w) for w in windows],
         "window": {"length": windows[0][1] - windows[0][0], "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None, "reason": state.window_plan.reason, "planner": state.window_plan.to_report()},

@@ -40,10 +40,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from longedit.config import field_bounds
 from longedit.errors import UserError
 
-MIN_WINDOW = 4
-MAX_WINDOW = 32
+MIN_WINDOW, MAX_WINDOW = (int(bound) for bound in field_bounds("window"))  # the --window range, one declaration
 HEADROOM = 0.9  # keep 10% of the budget for the CUDA context, allocator fragmentation and probe error
 PROBE_LENGTHS = (2, 4)
 

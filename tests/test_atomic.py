@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from longedit import atomic, engine
-from longedit.atomic import atomic_write, disk_error, remove_stale_temps, write_json
+from longedit.atomic import atomic_write, disk_error, parse_temp_name, remove_foreign_temps, remove_stale_temps, write_json
 from longedit.errors import UserError
 from longedit.jobs.spool import write_json_atomic
 from longedit.video import VideoWriter
@@ -169,3 +169,63 @@ def test_a_real_full_disk(tiny_tmpfs):
             for _ in range(30):
                 writer.write((rng.random((256, 256, 3)) * 255).astype(np.uint8))
     assert list(tiny_tmpfs.iterdir()) == []
+
+
+def test_temp_names_of_every_writer_are_recognised():
+    assert parse_temp_name(".out.mp4.123.0a1b2c3d.part") == ("out.mp4", 123)
+    assert parse_temp_name(".out.mp4.123.part") == ("out.mp4", 123)
+    assert parse_temp_name(".report.json.77.deadbeef.tmp") == ("report.json", 77)
+    assert parse_temp_name(".clip.2.mp4.4567.12345678.part") == ("clip.2.mp4", 4567)
+    assert parse_temp_name(".out.mp4.99.trajectory") == ("out.mp4", 99)
+    assert parse_temp_name(".out.mp4.99.attention") == ("out.mp4", 99)
+    for other in ("out.mp4", ".hidden", ".out.mp4.old-12", ".claim-a.json.0a1b2c3d0a1b2c3d.tmp", ".out.mp4.12.mp4"):
+        assert parse_temp_name(other) is None, other
+
+
+def _dead_pid() -> int:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return dead.pid
+
+
+def test_a_rerun_removes_stale_partials_of_its_output_and_report_before_the_long_work(clip, tmp_path, monkeypatch):
+    """Partial video, report, trajectory and FateZero store of a killed run go when the job runs again,
+    before the model loads (they also free disk space for the check); a live process's partial stays."""
+    from longedit import engine
+    from longedit.config import EditJob
+
+    pid = _dead_pid()
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    stale = [tmp_path / f".out.mp4.{pid}.0a1b2c3d.part", tmp_path / f".report.json.{pid}.0a1b2c3d.tmp",
+             tmp_path / f".out.mp4.{pid}.trajectory"]
+    for path in stale:
+        path.write_bytes(b"partial")
+    store = tmp_path / f".out.mp4.{pid}.attention"
+    (store / "maps").mkdir(parents=True)
+    (store / "maps" / "0.f16").write_bytes(b"\0" * 128)
+    live = tmp_path / f".out.mp4.{os.getppid()}.0a1b2c3d.part"
+    live.write_bytes(b"someone else's")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "load_backbone", stop)
+    job = EditJob(input=clip, output=out, report=report, model="tiny", source_prompt="a car", prompt="a red car")
+    with pytest.raises(KeyboardInterrupt):
+        engine.run_edit(job, progress=False)
+    assert _names(tmp_path) == [live.name]
+    assert clip.exists()
+
+
+def test_a_finished_job_folder_loses_every_temp_file_but_its_own(tmp_path):
+    pid = _dead_pid()
+    (tmp_path / f".a.mp4.{pid}.0a1b2c3d.part").write_bytes(b"x")
+    (tmp_path / f".b.json.{os.getppid()}.0a1b2c3d.tmp").write_bytes(b"x")  # alive but not ours: still stale here
+    (tmp_path / f".a.mp4.{pid}.attention").mkdir()
+    own = tmp_path / f".c.json.{os.getpid()}.0a1b2c3d.tmp"
+    own.write_bytes(b"being written")
+    (tmp_path / "a.mp4").write_bytes(b"result")
+    (tmp_path / ".keep").write_bytes(b"not a temp name")
+    removed = remove_foreign_temps(tmp_path)
+    assert len(removed) == 3
+    assert _names(tmp_path) == sorted([".keep", "a.mp4", own.name])

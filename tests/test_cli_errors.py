@@ -69,3 +69,32 @@ def test_a_usage_error_of_the_installed_script_is_not_a_traceback():
     assert result.returncode == 2, result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '--steps'")
+
+
+EDIT = ["--model", "tiny", "--steps", "2", "--size", "64", "--source-prompt", "a car on a road", "--prompt", "a red car on a road"]
+JOB = "input: clip.mp4\noutput: out.mp4\nmodel: tiny\nsource_prompt: a car\nprompt: a red car\nwindow: 1000\n"
+CATALOGUE = [  # issue 12's list, as a new user types it: (argv, usage error?, what the last line says)
+    (["edt"], True, "Error: No such command 'edt'."),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--bogus"], True, "Error: No such option: --bogus"),
+    (["edit", "clip.mp4", "-o", "out.mp4", "--prompt", "a car"], True, "Error: Missing option '--source-prompt'."),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--steps", "ten"], True, "Error: Invalid value for '--steps'"),
+    (["edit", "missing.mp4", "-o", "out.mp4", *EDIT], False, "error: cannot read video 'missing.mp4': file does not exist"),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "dragon=1,1,20,20"], False, "error: word 'dragon' is not in the prompt"),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--window", "1"], True, "Error: Invalid value for '--window'"),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--window", "1000"], True, "Error: Invalid value for '--window'"),
+    (["run", "job.yaml"], False, "error: job file 'job.yaml': 'window' must be <= 32, got 1000 (use 4 to 32"),
+]
+
+
+@pytest.mark.parametrize(("argv", "usage", "last"), CATALOGUE, ids=[" ".join(a[:2] + a[-2:]) for a, _, _ in CATALOGUE])
+def test_the_issue_catalogue_ends_with_one_line_and_exit_2_and_writes_nothing(argv, usage, last, clip, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
+    (tmp_path / "job.yaml").write_text(JOB)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert out == "" and "Traceback" not in err
+    assert lines[-1].startswith(last), err
+    assert len(lines) == (3 if usage else 1) and (not usage or lines[0].startswith("Usage: longedit"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "job.yaml"]

@@ -125,6 +125,7 @@ def test_no_rad_is_recorded_for_comparison(clip, tmp_path):
     report = json.loads(report_path.read_text())
     assert report["rad"]["enabled"] is False and len(report["rad"]["attention_in_mask"]["duck"]) == 2
     assert all(loss is None for loss in report["rad"]["loss"])
+    assert report["output_size"] == [96, 72] and report["output_cropped"] is None  # even: kept exactly
 
 
 def test_keep_size_writes_the_processing_size(clip, tmp_path):
@@ -133,3 +134,22 @@ def test_keep_size_writes_the_processing_size(clip, tmp_path):
     info = probe(out)
     assert min(info.width, info.height) == 64 and info.width % 64 == 0 and info.height % 64 == 0
     assert np.asarray(next(iter_frames(out))).shape[:2] == (info.height, info.width)
+
+
+def test_an_odd_source_size_is_cropped_to_even_and_the_summary_says_so(tmp_path, capsys):
+    """H.264 4:2:0 crops in 2-pixel steps: 145x177 cannot be kept exactly (issue 12); the output line, the
+    report and the file agree on 144x176."""
+    odd = make_clip(tmp_path / "odd.mp4", frames=3, width=145, height=177).path
+    out, report_path = tmp_path / "odd-edited.mp4", tmp_path / "r.json"
+    code = main(edit_args(odd, out, "--object", "duck=10,10,50,40", "--steps", "1", "--preset", "fast", "--report", str(report_path)))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith(
+        f"wrote {out}: 3 frames at 24.000 fps, cropped 145x177 -> 144x176 (H.264 4:2:0 needs even sizes), "
+    )
+    assert "cropped" not in captured.err  # said once, in the summary line
+    assert (probe(out).width, probe(out).height) == (144, 176)
+    report = json.loads(report_path.read_text())
+    assert report["size"] == [145, 177] and report["output_size"] == [144, 176]
+    assert report["output_cropped"] == "cropped 145x177 -> 144x176 (H.264 4:2:0 needs even sizes)"
+

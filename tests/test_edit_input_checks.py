@@ -140,3 +140,84 @@ def test_an_interrupted_edit_without_work_folder_says_nothing_was_written(clip, 
     code, err = _run(capsys, str(clip), "-o", str(tmp_path / "out.mp4"), "--object", "robot=1,1,20,20")
     assert code == 130 and err == "interrupted; nothing written\n"
     assert list(tmp_path.iterdir()) == []
+
+
+# --- issue 12: a repeated word, WORD#N, the window range of job files -------------------------------------
+
+TWO_CARS = ["--model", "tiny", "--quiet", "--source-prompt", "a car behind a car", "--prompt", "a car behind a red car",
+            "--steps", "1", "--size", "64"]
+
+
+def test_a_repeated_word_is_named_before_the_long_work(clip, tmp_path, capsys, monkeypatch):
+    def interrupted(job, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "run_edit", interrupted)
+    code = main(["edit", str(clip), "-o", str(tmp_path / "out.mp4"), "--object", "car=1,1,20,20", *TWO_CARS])
+    assert code == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: 'car' occurs twice in the prompt; using the first, write 'car#2' for the second",
+        "interrupted; nothing written",
+    ]
+    code = main(["edit", str(clip), "-o", str(tmp_path / "out.mp4"), "--object", "car#2=1,1,20,20", *TWO_CARS])
+    assert code == 130 and capsys.readouterr().err == "interrupted; nothing written\n"  # chosen: no notice
+
+
+def test_an_occurrence_past_the_prompt_fails_with_one_line(clip, tmp_path, capsys, no_long_work):
+    code = main(["edit", str(clip), "-o", str(tmp_path / "out.mp4"), "--object", "car#3=1,1,20,20", *TWO_CARS])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: 'car#3' asks for occurrence 3 of 'car', but the prompt has it twice (write 'car#1' to 'car#2')\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def _job_file(folder: Path, clip: Path, **keys) -> Path:
+    import yaml
+
+    data = {"input": str(clip), "output": "out.mp4", "model": "tiny", "steps": 1, "size": 64,
+            "source_prompt": "a car behind a car", "prompt": "a car behind a red car", **keys}
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("window", [1, 3, 33, 1000])
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_job_file_window_outside_the_cli_range_fails_like_the_flag(window, command, clip, tmp_path, capsys, no_long_work):
+    job = _job_file(tmp_path, clip, window=window, objects=[{"word": "car", "box": [1, 1, 20, 20]}])
+    before = sorted(tmp_path.iterdir())
+    assert main([command, str(job)]) == 2
+    err = capsys.readouterr().err
+    bound = ">= 4" if window < 4 else "<= 32"
+    assert err == f"error: job file '{job}': 'window' must be {bound}, got {window} (use 4 to 32, as the --window flag)\n"
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_the_cli_and_job_files_share_one_window_range():
+    from longedit.commands.edit import WINDOW_MAX, WINDOW_MIN
+    from longedit.config import EditJob, field_bounds
+    from longedit.planner import MAX_WINDOW, MIN_WINDOW
+
+    assert field_bounds("window") == (WINDOW_MIN, WINDOW_MAX) == (MIN_WINDOW, MAX_WINDOW) == (4, 32)
+    assert field_bounds("feather") == (0, 256) and field_bounds("seed") == (None, None)
+    EditJob(input="a.mp4", output="b.mp4", source_prompt="a", prompt="b", window=32)
+
+
+def test_a_job_file_run_with_car_2_masks_and_a_clamped_window(clip, tmp_path, capsys):
+    """A real (tiny) run: `word: car#2` takes its masks from masks/car#2/ and the second 'car' column;
+    window 16 on a 4-frame clip becomes one window of 4, with a notice on stderr and in the report."""
+    _masks(tmp_path / "masks", "car#2", (64, 48))
+    job = _job_file(tmp_path, clip, window=16, masks="masks", report="report.json", objects=[{"word": "car#2"}])
+    assert main(["run", "--quiet", str(job)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: job.yaml: window 16 > 4 frames: using one window of 4" in err.splitlines()
+    import json
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["windows"] == [[0, 4]]
+    assert "window 16 > 4 frames: using one window of 4" in report["warnings"]
+    from longedit.random_models import build_tiny_tokenizer
+
+    ids = build_tiny_tokenizer()("a car behind a red car").input_ids
+    car = build_tiny_tokenizer()("car", add_special_tokens=False).input_ids[0]
+    assert report["rad"]["words"] == {"car#2": [[i for i, t in enumerate(ids) if t == car][1]]}
+    assert report["masks"]["summary"] and (tmp_path / "out.mp4").exists()

@@ -108,3 +108,29 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "not a watched folder" in result.stderr
     result = run_cli("run", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("runner", ["failing_runner", "user_error_runner"])
+def test_a_failed_run_leaves_no_empty_work_folder(runner, tmp_path, clip, app):
+    (file,) = _jobs(tmp_path, clip, ["a"])
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(app, ["run", str(file), "--runner", f"test_jobs_helpers:{runner}"])
+    assert result.exit_code != 0
+    assert list((tmp_path / "out").iterdir()) == []  # neither the job's folder nor .longedit-work/
+    result = CliRunner().invoke(app, ["run", str(file), "--work-dir", str(tmp_path / "w"), "--runner", f"test_jobs_helpers:{runner}"])
+    assert result.exit_code != 0 and list((tmp_path / "w").iterdir()) == []  # the given root stays, empty
+
+
+def test_a_failed_run_keeps_its_checkpoints_for_the_rerun(tmp_path, clip):
+    from longedit.jobs.batch import run_batch
+
+    (file,) = _jobs(tmp_path, clip, ["a"])
+    (tmp_path / "out").mkdir()
+
+    def crash_after_a_checkpoint(job, *, work_dir=None, **kwargs):
+        (work_dir / "checkpoint.pt").write_bytes(b"state")
+        raise RuntimeError("CUDA out of memory")
+
+    (result,) = run_batch([file], runner=crash_after_a_checkpoint, progress=False)
+    assert result.status == "failed"
+    assert (work_dir_for(result.job, file, None) / "checkpoint.pt").read_bytes() == b"state"

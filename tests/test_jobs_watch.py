@@ -371,3 +371,51 @@ def test_heartbeat_copies_checkpoint_progress_into_the_ledger(tmp_path, clip):
     assert _watcher(tmp_path, checkpointing).run() == {"done": ["slow"]}
     row = _rows(tmp_path)["slow"]
     assert (row["step"], row["total"]) == (6, 6)
+
+
+def _partials_of_a_killed_attempt(folder: Path, pid: int) -> list[Path]:
+    """What a worker killed mid-write leaves in a job folder: a partial video, report and store."""
+    paths = [folder / f".orphan-edited.mp4.{pid}.0a1b2c3d.part", folder / f".report.json.{pid}.9f8e7d6c.tmp",
+             folder / f".orphan-edited.mp4.{pid}.attention"]
+    paths[0].write_bytes(b"half a video")
+    paths[1].write_text("{")
+    paths[2].mkdir()
+    (paths[2] / "maps.f16").write_bytes(b"\0" * 64)
+    return paths
+
+
+@pytest.mark.parametrize("ending", ["done", "failed"])
+def test_partials_of_a_killed_attempt_never_reach_done_or_failed(ending, tmp_path, clip):
+    spool = _orphan(tmp_path, clip, "orphan", attempts=1)
+    partials = _partials_of_a_killed_attempt(spool.processing / "orphan", _dead_owner().pid)
+
+    def user_error(job, **kwargs):
+        raise UserError("the word 'robot' is not in the prompt", "name a word of --prompt")
+
+    assert _watcher(tmp_path, copy_runner if ending == "done" else user_error).run() == {ending: ["orphan"]}
+    folder = tmp_path / ending / "orphan"
+    names = sorted(p.name for p in folder.iterdir())
+    assert not [n for n in names if n.startswith(".")], names
+    assert "orphan.mp4" in names and "orphan.yaml" in names and all(not p.exists() for p in partials)
+    if ending == "done":
+        assert (folder / "orphan-edited.mp4").read_bytes() == clip.read_bytes()
+
+
+@pytest.mark.parametrize("problem", ["typo", "window", "yaml"])
+def test_a_job_that_fails_on_its_job_file_takes_its_companion_video_out_of_the_inbox(problem, tmp_path, clip):
+    spool = Spool(tmp_path).create()
+    if problem == "yaml":
+        (spool.inbox / "bad.yaml").write_text("steps: [\n")
+    else:
+        write_job(spool.inbox / "bad.yaml", **({"stepz": 3} if problem == "typo" else {"window": 1000}))
+    (spool.inbox / "bad.mp4").write_bytes(clip.read_bytes())
+
+    def must_not_run(job, **kwargs):
+        raise AssertionError("a bad job file ran")
+
+    assert _watcher(tmp_path, must_not_run).run() == {"failed": ["bad"]}
+    assert list(spool.inbox.iterdir()) == []
+    assert (spool.failed / "bad" / "bad.mp4").read_bytes() == clip.read_bytes()  # moved unchanged, for a re-queue
+    message = _error_json(tmp_path, "bad")["message"]
+    assert {"typo": "unknown key 'stepz'", "window": "'window' must be <= 32, got 1000",
+            "yaml": "is not valid YAML"}[problem] in message

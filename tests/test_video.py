@@ -193,8 +193,7 @@ def test_odd_and_common_sizes_through_resize_and_writer(tmp_path, source_size):
         writer = VideoWriter(tmp_path / "same.mp4", width, height, info.fps, timestamps=info.timestamps)
     cropped = [str(w.message) for w in caught if "needs even sizes" in str(w.message)]
     assert cropped == ([] if width % 2 == 0 and height % 2 == 0 else [
-        f"'same.mp4' is written at {width - width % 2}x{height - height % 2}: H.264 (yuv420p) needs even sizes, "
-        f"so the last column and the last row of the {width}x{height} frames are cropped"
+        f"'same.mp4': cropped {width}x{height} -> {width - width % 2}x{height - height % 2} (H.264 4:2:0 needs even sizes)"
     ])
     with writer:
         for frame in original:

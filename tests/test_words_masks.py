@@ -88,3 +88,42 @@ def test_build_masks_from_keyframes_and_dilation():
     assert grown.latent[0, 0, 1, 1] and not masks.latent[0, 0, 1, 1]
     summary = masks.area_summary()["a"]
     assert summary["mean_share"] == pytest.approx(1 / 16) and summary["empty_frames"] == 0
+
+
+def test_a_repeated_word_takes_the_first_occurrence_and_says_how_to_pick_the_second(tokenizer):
+    prompt = "a red car behind a blue car"
+    ids = tokenizer(prompt).input_ids
+    car = tokenizer("car", add_special_tokens=False).input_ids
+    positions = [i for i, t in enumerate(ids) if t == car[0]]
+    assert len(car) == 1 and len(positions) == 2 and positions[0] == 3
+    first = word_tokens(tokenizer, prompt, "car")
+    assert first.indices == (3,)
+    assert first.notice == "'car' occurs twice in the prompt; using the first, write 'car#2' for the second"
+    second = word_tokens(tokenizer, prompt, "car#2")
+    assert second.indices == (positions[1],) and second.word == "car#2" and second.notice is None
+    assert word_tokens(tokenizer, prompt, "car#1").indices == (3,)
+    assert word_tokens(tokenizer, prompt, "red").notice is None
+
+
+def test_a_word_three_times_names_every_other_occurrence(tokenizer):
+    found = word_tokens(tokenizer, "a car, a car and a car", "car")
+    assert found.notice == "'car' occurs 3 times in the prompt; using the first, write 'car#2' for the second, 'car#3' for the third"
+    assert word_tokens(tokenizer, "a car, a car and a car", "car#3").indices[0] > word_tokens(tokenizer, "a car, a car and a car", "car#2").indices[0]
+
+
+@pytest.mark.parametrize(("word", "message"), [
+    ("car#3", "'car#3' asks for occurrence 3 of 'car', but the prompt has it twice (write 'car#1' to 'car#2')"),
+    ("car#0", "'car#0' asks for occurrence 0 of 'car', but the prompt has it twice (write 'car#1' to 'car#2')"),
+    ("road#2", "'road#2' asks for occurrence 2 of 'road', but the prompt has it once (write 'road')"),
+    ("dragon#2", "word 'dragon' is not in the prompt"),
+])
+def test_an_occurrence_the_prompt_does_not_have_is_refused(tokenizer, word, message):
+    with pytest.raises(UserError) as error:
+        word_tokens(tokenizer, "a car behind a car on a road", word)
+    assert str(error.value).startswith(message)
+
+
+def test_occurrences_in_object_flags_and_job_objects():
+    objects = parse_object_args(["car#2=1,2,30,40", "car=5,5,20,20"])
+    assert [(o.word, o.box) for o in objects] == [("car#2", (1, 2, 30, 40)), ("car", (5, 5, 20, 20))]
+    assert ObjectSpec(word="car#2", box=(1, 2, 3, 4)).word == "car#2"

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from longedit.commands.edit import build_job, run_and_summarise
+from longedit.commands.edit import WINDOW_MAX, WINDOW_MIN, build_job, run_and_summarise
 from longedit.config import parse_object_args
 
 
@@ -32,7 +32,7 @@ def demo(
     model: Annotated[str, typer.Option(help="'toy' (trained, built in), 'tiny' (random, smoke runs) or a model folder.")] = "toy",
     frames: Annotated[int, typer.Option(help="Length of the toy clip.")] = 16,
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 15,
-    window: Annotated[int, typer.Option(help="Frames per window (stride: half).")] = 8,
+    window: Annotated[int, typer.Option(min=WINDOW_MIN, max=WINDOW_MAX, help="Frames per window (stride: half).")] = 8,
 ) -> None:
     """Edit a toy clip with the trained toy model (red circle -> blue square), with and without RAD/IRJS."""
     from longedit.toyworld.demo_clip import demo_edit

@@ -13,8 +13,11 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from longedit.config import EditJob, parse_object_args
+from longedit.config import EditJob, field_bounds, parse_object_args
 from longedit.errors import UserError
+
+
+WINDOW_MIN, WINDOW_MAX = field_bounds("window")  # declared once, on EditJob.window (job files get the same range)
 
 
 class Preset(str, Enum):
@@ -45,10 +48,12 @@ def mean_share(shares: list[float]) -> float:
     return sum(shares) / len(shares) if shares else 0.0
 
 
-def print_summary(report: dict) -> None:
+def print_summary(report: dict, shown: frozenset[str] = frozenset()) -> None:
+    """The run's summary lines; its warnings on stderr, but not those in `shown` (printed before the run)."""
     timing = report["timing"]
+    cropped = f", {report['output_cropped']}" if report.get("output_cropped") else ""
     typer.echo(
-        f"wrote {report['output']}: {report['frames']} frames at {report['fps']:.3f} fps, "
+        f"wrote {report['output']}: {report['frames']} frames at {report['fps']:.3f} fps{cropped}, "
         f"{len(report['windows'])} windows, {timing['total_s']:.1f} s ({timing['frames_per_s']:.2f} frames/s)"
     )
     for word, shares in report["rad"]["attention_in_mask"].items():
@@ -69,7 +74,8 @@ def print_summary(report: dict) -> None:
         lines = summary_lines(evaluation) if evaluation.get("frames") else [f"n/a ({evaluation['reason']})"]
         typer.echo("eval: " + "\n".join(lines))
     for line in report.get("warnings", []):
-        typer.echo(f"warning: {line}", err=True)
+        if line not in shown:
+            typer.echo(f"warning: {line}", err=True)
 
 
 def edit(
@@ -92,7 +98,7 @@ def edit(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the source noise [0].")] = None,
     size: Annotated[Optional[int], typer.Option(help="Short side of the processing size, rounded to 64 [512].")] = None,
     keep_size: Annotated[Optional[bool], typer.Option("--keep-size", help="Write at the processing size instead of the source size.")] = None,
-    window: Annotated[Optional[int], typer.Option(min=4, max=32, help="Frames per window, 4-32 [planned from --vram or free GPU memory on CUDA; 8 on CPU].")] = None,
+    window: Annotated[Optional[int], typer.Option(min=WINDOW_MIN, max=WINDOW_MAX, help=f"Frames per window, {WINDOW_MIN}-{WINDOW_MAX} [planned from --vram or free GPU memory on CUDA; 8 on CPU].")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Frames between window starts [window/2].")] = None,
     vram: Annotated[Optional[str], typer.Option(help="VRAM budget for the window planner, e.g. 24GB.")] = None,
     overlap_weights: Annotated[Optional[str], typer.Option(help="Merge of overlapping windows: uniform or pyramid [uniform].")] = None,
@@ -200,12 +206,14 @@ def run_and_summarise(job: EditJob, work_dir: Path | None = None, progress: bool
 
     try:
         with _sigterm_as_interrupt():
-            preflight(job)
+            notices = preflight(job)["notices"]
+            for line in notices:  # before the long work: e.g. which occurrence of a repeated word is used
+                typer.echo(f"warning: {line}", err=True)
             report = run_edit(job, work_dir=work_dir, progress=progress)
     except (KeyboardInterrupt, JobInterrupted):
         typer.echo(_interrupted_message(work_dir), err=True)
         raise typer.Exit(130) from None
-    print_summary(report)
+    print_summary(report, frozenset(notices))
     if job.report is not None:
         typer.echo(f"report: {job.report}")
     return report

@@ -113,6 +113,8 @@ def run(
         name = result.job_file.name
         if result.status == "done":
             typer.echo(f"done {name} -> {result.job.output} ({result.seconds:.1f} s)")
+            for line in (result.report or {}).get("warnings", []):
+                typer.echo(f"warning: {name}: {line}", err=True)
         elif result.status == "interrupted":
             typer.echo(f"interrupted {name}: checkpoint saved; run the same command again to resume", err=True)
         elif result.status == "failed" and len(job_files) > 1:
@@ -149,8 +151,11 @@ def validate(
             problems += 1
             continue
         typer.echo(f"OK {path}")
+        notices = summary.pop("notices", [])
         for key, value in summary.items():
             typer.echo(f"  {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+        for line in notices:
+            typer.echo(f"  warning: {line}")
     if problems:
         raise SystemExit(UserError.exit_code)
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from longedit.diskspace import DiskNeed, check_free_space, free_bytes
 from longedit.errors import UserError
 from longedit.fatezero.controller import CrossAttentionEdit, build_cross_edit
 from longedit.fatezero.fusion import AttentionFusion, FusedLayer, FusionSettings, fused_layers, store_slots
@@ -106,24 +107,14 @@ def window_rows(windows: list[tuple[int, int]], uses_anchor: bool) -> list[int]:
     return [(end - start) + (1 if uses_anchor and start > 0 else 0) for start, end in windows]
 
 
-def free_disk(folder: Path) -> int:
-    existing = Path(folder)
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    return shutil.disk_usage(existing).free
-
-
-def check_disk_space(folder: Path, needed: int, source: str) -> None:
-    """Refuse to start when the maps would not fit: writing a memory map past a full disk kills the process."""
-    free = free_disk(folder)
-    if needed > free:
-        fix = (
-            "use --fuse-source recompute (keeps only the inversion trajectory), --work-dir on a larger disk, or fewer --steps"
-            if source == "store" else "use --work-dir on a larger disk or fewer --steps"
-        )
-        raise UserError(
-            f"the FateZero attention {source} needs {needed / 2**30:.1f} GiB in {folder} but only {free / 2**30:.1f} GiB are free", fix
-        )
+def check_disk_space(folder: Path, needed: int, source: str, also: Sequence[DiskNeed] = ()) -> None:
+    """Refuse to start when the maps (with what else the run writes there, `also`) would not fit: writing a
+    memory map past a full disk kills the process."""
+    fix = (
+        "use --fuse-source recompute (keeps only the inversion trajectory), --work-dir on a larger disk, or fewer --steps"
+        if source == "store" else "use --work-dir on a larger disk or fewer --steps"
+    )
+    check_free_space([*also, DiskNeed(f"the FateZero attention {source}", Path(folder), needed)], fix)
 
 
 def resumed_source(folder: Path) -> str:
@@ -160,8 +151,13 @@ def make_plan(
     )
 
 
-def plan_fusion(job, backbone, windows: list[tuple[int, int]], grid: tuple[int, int], work_dir: Path | None, fresh: bool) -> FusionPlan:
+def plan_fusion(
+    job, backbone, windows: list[tuple[int, int]], grid: tuple[int, int], work_dir: Path | None, fresh: bool,
+    also: Sequence[DiskNeed] = (),
+) -> FusionPlan:
     """The fusion plan of an edit job (`longedit.config.EditJob`); UserErrors before any long work.
+
+    `also`: what else the run writes (output, checkpoints), counted when the maps share their disk.
 
     The maps live in `work_dir/fatezero-attention` (kept for a resumed job) or, without a work dir,
     in a hidden folder next to the output (removed by the engine at the end). `grid` is the latent
@@ -194,13 +190,13 @@ def plan_fusion(job, backbone, windows: list[tuple[int, int]], grid: tuple[int, 
         plan.source = resumed_source(folder)
         return plan
     if budget is None:
-        budget = int(free_disk(folder) * BUDGET_FRACTION)
+        budget = int(free_bytes(folder) * BUDGET_FRACTION)
     plan.budget = budget
     if job.fuse_source == "auto":
         plan.source = "recompute" if plan.store_bytes() > budget else PREFERRED_WITHIN_BUDGET
     else:
         plan.source = job.fuse_source
     needed = plan.store_bytes() if plan.source == "store" else plan.recompute_bytes()
-    check_disk_space(folder, needed, plan.source)
+    check_disk_space(folder, needed, plan.source, also)
     return plan
 

@@ -6,7 +6,8 @@ night's batch is reported at once, not after nine hours.
 Each job checkpoints into its own work folder, `WORK_DIR/<stem>-<hash of the job's settings>/`
 (default `WORK_DIR`: `.longedit-work/` beside the job's output). Running the same command again after
 a crash or a SIGTERM resumes from the last checkpoint; changing the job's settings starts afresh
-(the hash changes). The work folder is deleted when the job succeeds.
+(the hash changes). The work folder is deleted when the job succeeds, and when it fails or stops
+before its first checkpoint (an empty folder).
 """
 
 from __future__ import annotations
@@ -63,9 +64,17 @@ def load_batch(paths: Sequence[Path]) -> list[tuple[Path, EditJob]]:
     return jobs
 
 
-def _cleanup(work_dir: Path, work_root: Path | None) -> None:
-    shutil.rmtree(work_dir, ignore_errors=True)
-    if work_root is None:  # our default folder: drop it when no other job uses it
+def _cleanup(work_dir: Path, work_root: Path | None, keep_checkpoints: bool = False) -> None:
+    """Drop a job's work folder (only when empty with `keep_checkpoints`: a failed job's checkpoints let
+    a rerun resume, an empty folder is just litter), and our default root when no other job uses it."""
+    if keep_checkpoints:
+        try:
+            work_dir.rmdir()
+        except OSError:
+            return  # checkpoints inside (or already gone)
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    if work_root is None:
         try:
             work_dir.parent.rmdir()
         except OSError:
@@ -98,6 +107,7 @@ def run_batch(
             report = execute(job, work_dir, stop_event)
         except Exception as error:  # no retries here: run the same command again to resume
             status = "interrupted" if attempt_outcome(error) == "interrupted" else "failed"
+            _cleanup(work_dir, work_root, keep_checkpoints=True)
             result = BatchResult(path, job, status, time.time() - started, error=error)
         else:
             _cleanup(work_dir, work_root)

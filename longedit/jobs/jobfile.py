@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from longedit.config import EditJob, ObjectSpec
+from longedit.config import EditJob, ObjectSpec, field_bounds
 from longedit.errors import UserError
 
 JOB_SUFFIXES = (".yaml", ".yml")
@@ -213,6 +213,9 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> tuple
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()), "?")
         problem = f"{prefix}: '{where}' must be {op} {bound}, got {first.get('input')!r}"
+        low, high = field_bounds(str(loc[-1])) if _model_at(loc) is EditJob and len(loc) == 1 else (None, None)
+        if low is not None and high is not None:
+            fix = f"use {low} to {high}, as the --{str(loc[-1]).replace('_', '-')} flag"
     elif kind in ("value_error", "assertion_error"):
         message = str(ctx.get("error") or first["msg"]).removeprefix("Value error, ")
         problem = f"{prefix}: {message}" if not where else f"{prefix}: {where}: {message}"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from longedit.atomic import remove_foreign_temps
 from longedit.config import EditJob
 from longedit.errors import UserError
 from longedit.jobs.jobfile import load_job, read_job_mapping
@@ -193,6 +194,7 @@ class JobProcessor:
             return "lost"
         write_json_atomic(job.folder / REPORT_NAME, report)
         shutil.rmtree(job.work_dir, ignore_errors=True)
+        remove_foreign_temps(job.folder)  # partials of killed attempts never reach done/
         (job.folder / ERROR_NAME).unlink(missing_ok=True)  # errors of earlier, retried attempts
         row = self.ledger.job(job.job_id) or {}
         before = job.folder
@@ -236,6 +238,7 @@ class JobProcessor:
             ],
         }
         write_json_atomic(job.folder / ERROR_NAME, error)
+        remove_foreign_temps(job.folder)
         target = finish(job, self.spool.failed)
         self.ledger.transition(job.job_id, "failed", folder=str(target), finished_at=time.time(), error=message,
                                detail=message)

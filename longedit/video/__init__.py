@@ -15,6 +15,8 @@ from longedit.video.encode import (
     add_video_stream,
     check_output_path,
     container_format,
+    crop_note,
+    even_size,
     rgb_to_av_frame,
     time_base_for,
 )
@@ -27,6 +29,8 @@ __all__ = [
     "add_video_stream",
     "check_output_path",
     "container_format",
+    "crop_note",
+    "even_size",
     "iter_frames",
     "probe",
     "processing_size",

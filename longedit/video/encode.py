@@ -117,6 +117,21 @@ def _even(side: int) -> int:
     return side - side % 2
 
 
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """The size a `width` x `height` video is written at: H.264 4:2:0 (yuv420p) stores chroma per 2x2 block
+    and crops in 2-pixel steps, so an odd side loses its last column or row. (Exact odd sizes would need
+    4:4:4, which many players and browsers do not decode.)"""
+    return _even(width), _even(height)
+
+
+def crop_note(width: int, height: int) -> str | None:
+    """'cropped 145x177 -> 144x176 (H.264 4:2:0 needs even sizes)' for an odd size, None for an even one."""
+    even = even_size(width, height)
+    if even == (width, height):
+        return None
+    return f"cropped {width}x{height} -> {even[0]}x{even[1]} (H.264 4:2:0 needs even sizes)"
+
+
 class _AudioPump:
     """Copies (or transcodes) the audio track of a source file into the output, interleaved by time.
 
@@ -241,8 +256,8 @@ class VideoWriter:
     moved into place on a clean exit (`close()` or the end of a `with` block); on an exception or
     `abort()` it is deleted, and partial files of this output left by killed processes are removed
     when a new writer starts. A full or read-only disk is a one-line UserError. Odd
-    widths/heights are encoded at the even size below (the last column/row is cropped) because yuv420p
-    needs even sizes. With `timestamps` (seconds, one per frame, e.g. `VideoInfo.timestamps`) they become
+    widths/heights are encoded at the even size below (the last column/row is cropped, `even_size`) because
+    yuv420p needs even sizes; a warning says so unless `warn_crop` is off. With `timestamps` (seconds, one per frame, e.g. `VideoInfo.timestamps`) they become
     the pts, so VFR and 30000/1001 timing survive exactly (rebased so the first frame is at 0); otherwise
     frames are spaced 1/fps apart. With `audio_source`, its audio track is stream-copied (re-encoded to
     AAC only when the container cannot hold it), trimmed to the time span of the written frames.
@@ -258,12 +273,14 @@ class VideoWriter:
         audio_source: str | Path | None = None,
         crf: int = 18,
         codec: str = "libx264",
+        warn_crop: bool = True,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.fps = Fraction(fps)
         self._check_args(audio_source)
-        self._warn_if_cropped()
+        if warn_crop:  # the engine says it in its summary line instead
+            self._warn_if_cropped()
         self._format = container_format(self.path)
         self._time_base = time_base_for(self.fps)
         self._pts = None if timestamps is None else self._timestamps_to_pts(timestamps)
@@ -306,15 +323,9 @@ class VideoWriter:
 
     def _warn_if_cropped(self) -> None:
         """Say so when an odd width or height loses its last column or row (yuv420p needs even sizes)."""
-        lost = [side for side, size in (("column", self.width), ("row", self.height)) if size % 2]
-        if lost:
-            warnings.warn(
-                f"'{self.path.name}' is written at {_even(self.width)}x{_even(self.height)}: H.264 (yuv420p) needs "
-                f"even sizes, so the last {' and the last '.join(lost)} of the {self.width}x{self.height} frames "
-                "are cropped",
-                UserWarning,
-                stacklevel=3,
-            )
+        note = crop_note(self.width, self.height)
+        if note is not None:
+            warnings.warn(f"'{self.path.name}': {note}", UserWarning, stacklevel=3)
 
     def _muxer_options(self) -> dict[str, str]:
         """MP4/MOV: put the index first so players can start before the whole file is read."""
@@ -334,7 +345,7 @@ class VideoWriter:
     def _add_video_stream(self, codec: str, crf: int) -> av.VideoStream:
         """The H.264 (or `codec`) yuv420p output stream at the even size."""
         options = {"crf": str(int(crf))} if codec.startswith(("libx26", "libvpx", "libsvtav1", "libaom")) else {}
-        size = (_even(self.width), _even(self.height))
+        size = even_size(self.width, self.height)
         return add_video_stream(self._container, codec, size, self.fps, "yuv420p", options)
 
     # -- writing
