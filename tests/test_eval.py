@@ -177,6 +177,22 @@ def test_placement_share_with_a_plug_in_detector():
     assert placed((0, 0, 2, 2), region[0]) and not placed(None, region[0])
 
 
+def test_placement_looks_for_the_nth_occurrence_by_its_bare_word():
+    queries = []
+
+    class Recording:
+        def detect(self, frame, words):
+            queries.append(list(words))
+            return {"car": (0, 0, 4, 4)}
+
+    region = np.zeros((2, 10, 10), dtype=bool)
+    region[0, :5, :5] = True
+    placement = Placement(Recording(), ["car#2", "dog"])
+    boxes = placement.update(_frame(0, 10), region)
+    assert queries == [["car", "dog"]] and boxes == {"car#2": (0, 0, 4, 4), "dog": None}
+    assert placement.result()["car#2"]["per_frame"] == [True] and placement.result()["dog"]["per_frame"] == [False]
+
+
 class _Blob:
     def __init__(self, colour, shape, box):
         self.colour, self.shape, self.box = colour, shape, box

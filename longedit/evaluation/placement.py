@@ -15,6 +15,7 @@ import numpy as np
 
 from longedit.config import Box
 from longedit.evaluation.metric import available, failure, missing
+from longedit.words import split_occurrence
 
 
 class Detector(Protocol):
@@ -132,7 +133,9 @@ class Placement:
     def update(self, frame: np.ndarray, regions: np.ndarray) -> dict[str, Box | None]:
         """Detect the words in one edited frame; `regions` is bool [J, H, W] in word order. Returns the
         detections, so other per-frame metrics (relations) need no second detector pass."""
-        boxes = self.detector.detect(frame, self.words)
+        queries = {word: split_occurrence(word)[0] for word in self.words}  # 'car#2' is looked for as 'car'
+        found = self.detector.detect(frame, list(dict.fromkeys(queries.values())))
+        boxes = {word: found.get(query) for word, query in queries.items()}
         for j, word in enumerate(self.words):
             self.hits[word].append(placed(boxes.get(word), regions[j]))
         return boxes
