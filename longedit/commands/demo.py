@@ -2,7 +2,7 @@
 
 Renders a toy clip with audio (a red circle crossing grass), edits "a red circle on grass" ->
 "a blue square on grass" with the square's region keyframed over the circle's path, then repeats the
-edit without RAD and without IRJS. Prints what the toy world's detector measures (share of frames with
+edit without RAD and without IRJS (and without the pixel background paste, which would hide IRJS's effect). Prints what the toy world's detector measures (share of frames with
 a blue square inside its region; background PSNR outside the regions) and writes a contact sheet
 (source / edited / no-RAD / no-IRJS frames) next to the videos. `--model tiny` is a smoke run: its
 weights are random, so its numbers mean nothing.
@@ -53,7 +53,10 @@ def demo(
     variants = {
         "edited": job,
         "no RAD": job.model_copy(update={"rad": False, "output": out / "toy-no-rad.mp4", "report": out / "report-no-rad.json"}),
-        "no IRJS": job.model_copy(update={"irjs": False, "output": out / "toy-no-irjs.mp4", "report": out / "report-no-irjs.json"}),
+        # without the pixel paste too: the paste would put the source background back and hide what IRJS does
+        "no IRJS": job.model_copy(
+            update={"irjs": False, "paste_background": False, "output": out / "toy-no-irjs.mp4", "report": out / "report-no-irjs.json"}
+        ),
     }
     source_frames = _frames(source)
     rows = {"source": source_frames}
