@@ -2,10 +2,11 @@
 
 Renders a toy clip with audio (a red circle crossing grass), edits "a red circle on grass" ->
 "a blue square on grass" with the square's region keyframed over the circle's path, then repeats the
-edit without RAD and without IRJS (and without the pixel background paste, which would hide IRJS's effect). Prints what the toy world's detector measures (share of frames with
-a blue square inside its region; background PSNR outside the regions) and writes a contact sheet
-(source / edited / no-RAD / no-IRJS frames) next to the videos. `--model tiny` is a smoke run: its
-weights are random, so its numbers mean nothing.
+edit without RAD and without IRJS (and without the pixel background paste, which would hide what IRJS
+does). Prints what the toy world's detector measures (share of frames with a blue square inside its
+region; background PSNR outside the regions) and writes a contact sheet (source / edited / no-RAD /
+no-IRJS frames) next to the videos. `--model tiny` is a smoke run: its weights are random, so its
+numbers mean nothing.
 """
 
 from __future__ import annotations
