@@ -1,0 +1,69 @@
+"""benchmarks/ablation.py: held-out toy edits, the table arithmetic, and a resumable smoke run on the tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ablation"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("ablation", None)
+
+
+def test_held_out_edits_ask_for_a_new_object_in_the_source_objects_path(ablation):
+    for index in range(4):
+        edit = ablation.make_edit(index, frames=6, two_objects=index % 2 == 1)
+        first = edit.clip.objects[0][0]
+        assert edit.source_prompt == edit.clip.caption and edit.source_prompt != edit.prompt
+        word = edit.words[0]
+        assert f"{word} " in edit.prompt and f"{first.colour} {first.shape}" not in edit.prompt
+        assert edit.boxes[word] == edit.clip.boxes(0) and len(edit.boxes[word]) == 6
+        if edit.relation:
+            second = edit.clip.objects[0][1]
+            assert "to the left of" in edit.prompt and f"{second.colour} {second.shape}" in edit.prompt
+            assert all(a.cx < b.cx for a, b in edit.clip.objects)  # the relation holds in the source
+    assert ablation.make_edit(0, 6, False).prompt == ablation.make_edit(0, 6, False).prompt  # reproducible
+
+
+def test_table_is_mean_and_std_over_records_with_missing_values_skipped(ablation):
+    records = {
+        "a": [{"x": 1.0, "d": {"w": 0.0}}, {"x": 3.0, "d": {"w": 1.0}}],
+        "b": [{"x": None, "d": {}}],
+    }
+    text = ablation.table(records, [("x", "x", 1), ("d", "d", 2)])
+    lines = text.splitlines()
+    assert lines[0] == "| row | x | d |"
+    assert lines[2] == "| a | 2.0 ± 1.0 | 0.50 ± 0.50 |"
+    assert lines[3] == "| b | n/a | n/a |"
+
+
+@pytest.mark.slow
+def test_main_table_runs_measures_and_resumes_on_the_tiny_model(ablation, tmp_path):
+    args = ["main", "--out", str(tmp_path), "--model", "tiny", "--clips", "2", "--seeds", "1", "--frames", "4", "--steps", "1", "--window", "4"]
+    assert ablation.main(args) == 0
+    runs = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(runs) == 2 * len(ablation.ROWS)
+    record = json.loads((tmp_path / "runs" / "main-clip1-s0-RAD+IRJS+paste.json").read_text())
+    assert record["unet_forwards"] > 0 and record["s_per_frame"] > 0
+    assert list(record["relations"]) == [next(iter(record["relations"]))] and "to the left of" in next(iter(record["relations"]))
+    baseline = json.loads((tmp_path / "runs" / "main-clip1-s0-baseline.json").read_text())
+    assert record["background_psnr"] > baseline["background_psnr"]  # the paste restores the source's background
+    table = (tmp_path / "main.md").read_text()
+    assert all(f"| {row} |" in table for row in ablation.ROWS)
+    stamps = {p: p.stat().st_mtime_ns for p in runs}
+    assert ablation.main(args) == 0  # a rerun measures nothing again
+    assert {p: p.stat().st_mtime_ns for p in runs} == stamps
