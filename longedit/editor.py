@@ -116,14 +116,8 @@ class VideoEditor:
         self.words = words
         self.adapter = adapter_for(getattr(backbone, "kind", "sd"))
         self.context = AttentionContext(kernel_backend=settings.kernel_backend)
-        self.capture_layers = install_processors(
-            backbone.unet, self.context, MAP_SCALE, sparse_causal=self.adapter.sparse_causal
-        )
+        self.capture_layers = self._take_unet()
         self.fusion = None
-        if settings.gradient_checkpointing and self.adapter.supports_checkpointing:
-            backbone.unet.enable_gradient_checkpointing()
-        else:
-            backbone.unet.disable_gradient_checkpointing()
         self.schedule = DdimSchedule.from_scheduler(backbone.scheduler, settings.steps)
         self.cond = self._encode(prompt)
         self.uncond = self._encode("")
@@ -144,8 +138,29 @@ class VideoEditor:
         ).input_ids.to(self.backbone.device)
         return self.backbone.text_encoder(ids)[0].to(self.backbone.dtype)
 
+    def _take_unet(self) -> list[str]:
+        """Install this editor's attention processors (and its checkpointing choice) on the UNet.
+
+        Several editors may share one loaded UNet (e.g. several prompts on one model): each forward first
+        checks that the processors are this editor's, so the last editor built does not capture the
+        others' maps. Returns the capture layer names."""
+        unet = self.backbone.unet
+        layers = install_processors(unet, self.context, MAP_SCALE, sparse_causal=self.adapter.sparse_causal)
+        if self.settings.gradient_checkpointing and self.adapter.supports_checkpointing:
+            unet.enable_gradient_checkpointing()
+        else:
+            unet.disable_gradient_checkpointing()
+        return layers
+
+    def _owns_unet(self) -> bool:
+        """Whether the installed processors are this editor's (judged by one captured cross-attention layer)."""
+        layer = self.backbone.unet.get_submodule(self.capture_layers[0].removesuffix(".processor"))
+        return getattr(layer.processor, "context", None) is self.context
+
     def _unet(self, x: torch.Tensor, timestep: int, embedding: torch.Tensor) -> torch.Tensor:
         """One UNet forward (counted) through the backbone's adapter; x is [videos*frames, 4, h, w]."""
+        if not self._owns_unet():
+            self._take_unet()
         self.unet_forwards += 1
         return self.adapter.forward(self.backbone.unet, x, timestep, embedding, self.context.frames)
 

@@ -166,3 +166,16 @@ def test_guided_pass_in_half_precision_is_finite_and_lowers_the_loss(dtype):
     assert after.total < before.total
     eps, _ = editor.guided_eps(None, own, timestep, masks_map)
     assert torch.isfinite(eps).all()
+
+
+def test_two_editors_on_one_unet_each_use_their_own_processors(tiny_backbone):
+    """The last editor built used to own the UNet's processors, so an earlier one captured no maps."""
+    latents, masks = make_inputs(frames=3, side=16)
+    windows = plan_windows(3, 8, 4)
+    first = make_editor(tiny_backbone, steps=2, guided_steps=1)
+    alone, alone_shares = run_loop(first, latents, masks, windows)
+    again = make_editor(tiny_backbone, steps=2, guided_steps=1)
+    make_editor(tiny_backbone, steps=3, guided_steps=0)  # built last, on the same UNet
+    shared, shared_shares = run_loop(again, latents, masks, windows)
+    assert alone_shares[0] > 0 and shared_shares == alone_shares
+    assert torch.equal(shared, alone)
