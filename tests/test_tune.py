@@ -15,7 +15,7 @@ from longedit.cli import main
 from longedit.config import TuneSettings
 from longedit.errors import JobInterrupted, UserError
 from longedit.tune import optim
-from longedit.tune.clip import LATENTS_NAME, WindowPlan, encode_clip
+from longedit.tune.clip import LATENTS_PREFIX, WindowPlan, encode_clip, latents_path
 from longedit.tune.trainer import STATE_NAME, TUNE_INFO, tune_clip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,18 +50,22 @@ def test_the_clip_is_encoded_once_into_a_cache_on_disk(clip, tiny_backbone, tmp_
 
     info = probe(clip)
     vae = tiny_backbone.vae
-    posterior = encode_clip(vae, info, (64, 64), tmp_path, torch.device("cpu"), progress=False)
-    assert (tmp_path / LATENTS_NAME).is_file() and posterior.array.shape == (6, 2, 4, 8, 8)
-    assert [p.name for p in tmp_path.iterdir()] == [LATENTS_NAME]  # no temp file left
+    posterior = encode_clip(vae, info, (64, 64), tmp_path, torch.device("cpu"), "k1", progress=False)
+    assert latents_path(tmp_path, "k1").is_file() and posterior.array.shape == (6, 2, 4, 8, 8)
+    assert [p.name for p in tmp_path.iterdir()] == [latents_path(tmp_path, "k1").name]  # no temp file left
     from longedit.video import iter_frames
 
     first = torch.from_numpy(next(iter(iter_frames(clip, size=(64, 64))))).permute(2, 0, 1)[None].float() / 127.5 - 1
     with torch.no_grad():
         mean = vae.encode(first).latent_dist.mean[0] * vae.config.scaling_factor
     assert torch.allclose(torch.tensor(posterior.array[0, 0], dtype=torch.float32), mean, atol=2e-3)
-    monkeypatch.setattr(vae, "encode", lambda *a, **k: pytest.fail("the cached clip was encoded again"))
-    again = encode_clip(vae, info, (64, 64), tmp_path, torch.device("cpu"), progress=False)
-    assert np.array_equal(np.asarray(again.array), np.asarray(posterior.array))
+    calls = []
+    encode = vae.encode
+    monkeypatch.setattr(vae, "encode", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    again = encode_clip(vae, info, (64, 64), tmp_path, torch.device("cpu"), "k1", progress=False)
+    assert np.array_equal(np.asarray(again.array), np.asarray(posterior.array)) and calls == []
+    other = encode_clip(vae, info, (128, 128), tmp_path, torch.device("cpu"), "k2", progress=False)  # another size
+    assert other.array.shape == (6, 2, 4, 16, 16) and calls == [1]
 
 
 # ------------------------------------------------------------------------------------ a tuning
@@ -168,7 +172,7 @@ def test_an_interrupted_tuning_resumes_bit_identical(tuned, clip, tmp_path):
     settings = TuneSettings(**FAST)
     with pytest.raises(JobInterrupted, match="tuning stopped at step 4"):
         tune_clip(clip, PROMPT, out, settings, model="tiny", work_dir=work, progress=False, stop_event=stop, on_step=stop_at_four)
-    assert (work / STATE_NAME).is_file() and (work / LATENTS_NAME).is_file() and not out.exists()
+    assert (work / STATE_NAME).is_file() and len(list(work.glob(f"{LATENTS_PREFIX}*.npy"))) == 1 and not out.exists()
     resumed = tune_clip(clip, PROMPT, out, settings, model="tiny", work_dir=work, progress=False)
     assert resumed["resumed_from_step"] == 4
     assert resumed["loss"]["per_step"] == info["loss"]["per_step"]

@@ -25,7 +25,7 @@ from longedit.atomic import AtomicFile
 from longedit.errors import JobInterrupted, UserError
 from longedit.video import VideoInfo, iter_frames
 
-LATENTS_NAME = "posterior.npy"
+LATENTS_PREFIX = "posterior-"
 #: Frames per VAE call while encoding the clip.
 ENCODE_CHUNK = 8
 
@@ -78,28 +78,35 @@ class ClipPosterior:
         return mean + std * torch.randn(mean.shape, generator=generator)
 
 
+def latents_path(folder: Path, key: str) -> Path:
+    """The latent cache of `key` (a hash of what the latents depend on) in `folder`."""
+    return folder / f"{LATENTS_PREFIX}{key[:16]}.npy"
+
+
 def encode_clip(
     vae: torch.nn.Module,
     info: VideoInfo,
     size: tuple[int, int],
     folder: Path,
     device: torch.device,
+    key: str,
     progress: bool = True,
     stop_event: threading.Event | None = None,
 ) -> ClipPosterior:
     """The clip's posteriors from `folder` (a finished earlier encode) or encoded now, streaming, into it.
 
-    Frames are decoded at `size` (width, height) one at a time and encoded `ENCODE_CHUNK` at a time;
-    the file is written under a temp name and renamed when complete, so a half-written cache is never read.
+    `key` names what the latents depend on (clip bytes, VAE, size: `latents_path`). Frames are decoded
+    at `size` (width, height) one at a time and encoded `ENCODE_CHUNK` at a time; the file is written
+    under a temp name and renamed when complete, so a half-written cache is never read.
     """
-    path = folder / LATENTS_NAME
-    if path.is_file():
-        cached = ClipPosterior(path)
-        if cached.frames == info.frames:
-            return cached
+    path = latents_path(folder, key)
     scale = float(vae.config.scaling_factor)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     shape = (info.frames, 2, int(vae.config.latent_channels), size[1] // factor, size[0] // factor)
+    if path.is_file():
+        cached = ClipPosterior(path)
+        if cached.array.shape == shape:
+            return cached
     folder.mkdir(parents=True, exist_ok=True)
     target = AtomicFile(path, what="the clip's latent cache", suffix=".npy", needed=int(np.prod(shape)) * 2)
     dtype = next(vae.parameters()).dtype

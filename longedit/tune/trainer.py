@@ -429,7 +429,8 @@ def tune_clip(
         torch.cuda.reset_peak_memory_stats(target)
     vae, text_encoder = components["vae"].to(target).eval(), components["text_encoder"].to(target).eval()
     embedding = encode_prompt(components["tokenizer"], text_encoder, prompt, target).cpu()
-    posterior = encode_clip(vae, info, size, work_dir, target, progress, stop_event)
+    latents_key = hashlib.sha256(f"{clip_sha}|{model_identity(model)}|{size}".encode()).hexdigest()
+    posterior = encode_clip(vae, info, size, work_dir, target, latents_key, progress, stop_event)
     vae.cpu()
     text_encoder.cpu()
     encode_s = time.perf_counter() - started
