@@ -250,11 +250,41 @@ def test_adamw8bit_that_cannot_run_here_is_a_one_line_error(monkeypatch):
 def test_deepspeed_messages(clip, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(optim, "_installed", lambda name: False)
     line = _refused(tune_args(clip, tmp_path / "t", "--deepspeed"), capsys)
-    assert line == "error: --deepspeed needs the deepspeed package, which is not installed (pip install deepspeed (on a CUDA machine), or drop --deepspeed)"
+    assert line == "error: --deepspeed needs the deepspeed package, which is not installed (pip install 'longedit[deepspeed]' on a CUDA machine, or drop --deepspeed)"
     monkeypatch.setattr(optim, "_installed", lambda name: True)
     line = _refused(tune_args(clip, tmp_path / "t", "--deepspeed", "--device", "cpu"), capsys)
     assert line == "error: --deepspeed (ZeRO-2 with optimizer offload) needs a CUDA device, not cpu (drop --deepspeed on a CPU)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_deepspeed_with_the_8bit_optimizer_is_refused(monkeypatch):
+    monkeypatch.setattr(optim, "_installed", lambda name: True)
+    with pytest.raises(UserError, match="cannot be combined with --optimizer adamw8bit"):
+        optim.check_deepspeed(torch.device("cuda"), TuneSettings(deepspeed=True, optimizer="adamw8bit"))
+
+
+def test_bf16_mixed_precision_trains_on_a_cpu(tuned, clip, tmp_path):
+    settings = TuneSettings(**{**FAST, "steps": 2, "mixed_precision": "bf16", "gradient_checkpointing": False})
+    info = tune_clip(clip, PROMPT, tmp_path / "tav", settings, model="tiny", work_dir=tmp_path / "w", progress=False)
+    assert info["mixed_precision"] == "bf16" and all(np.isfinite(info["loss"]["per_step"]))
+    # the same draws through the same initial model as the fp32 run: close, but computed in bf16
+    fp32 = tuned[1]["loss"]["fixed_before"]
+    assert info["loss"]["fixed_before"] != fp32 and info["loss"]["fixed_before"] == pytest.approx(fp32, rel=0.02)
+
+
+def test_a_stopped_tuning_says_how_to_resume_and_exits_130(clip, tmp_path, capsys, monkeypatch):
+    import longedit.tune.trainer as trainer
+
+    def stopped(clip, prompt, output, settings, *, work_dir, **kwargs):
+        work_dir.mkdir()
+        (work_dir / STATE_NAME).write_bytes(b"checkpoint")
+        raise JobInterrupted("tuning stopped at step 3")
+
+    monkeypatch.setattr(trainer, "tune_clip", stopped)
+    assert main(tune_args(clip, tmp_path / "t")) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; rerun the same command to resume (checkpoint in {tmp_path / '.t.tune-work'})" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -171,3 +171,17 @@ def test_two_prompts_on_one_clip_share_one_tuning(tmp_path, clip):
         report = json.loads((tmp_path / f"{name}.json").read_text())
         assert report["backbone"] == "tuneavideo" and report["tuned_model"] == str(tuned[0]) and report["model"] == "tiny"
     assert not any(p.name.endswith(".work") for p in (tmp_path / "work" / "tuned").iterdir())
+
+
+def test_validate_refuses_a_tuning_that_cannot_run_here_before_any_work(tmp_path, clip, capsys, monkeypatch):
+    from longedit.cli import main
+    from longedit.tune import optim
+
+    monkeypatch.setattr(optim, "_installed", lambda name: False)
+    path = write_job(tmp_path / "a.yaml", input=str(clip), tune={"optimizer": "adamw8bit"})
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "error: --optimizer adamw8bit needs bitsandbytes, which is not installed "
+        "(pip install 'longedit[quant]', or use --optimizer adamw)"
+    )

@@ -96,7 +96,7 @@ def check_deepspeed(device: torch.device, settings: TuneSettings) -> None:
     if not _installed("deepspeed"):
         raise UserError(
             "--deepspeed needs the deepspeed package, which is not installed",
-            "pip install deepspeed (on a CUDA machine), or drop --deepspeed",
+            "pip install 'longedit[deepspeed]' on a CUDA machine, or drop --deepspeed",
         )
     if device.type != "cuda":
         raise UserError(
