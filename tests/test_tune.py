@@ -344,3 +344,20 @@ def test_adamw8bit_keeps_a_quarter_of_the_state_when_bitsandbytes_runs():
     # smaller tensors stay fp32 (bitsandbytes' min_8bit_size)
     assert optim.optimizer_state_bytes(optimizer) == 2 * 8192 + 2 * 256 * 4 + 2 * (8192 // 256) * 4 + 2 * 100 * 4
     assert torch.allclose(big, torch.full_like(big, 1 - 1e-2 * 1e-2 - 1e-2), atol=1e-3)  # decay, then -lr * sign
+
+
+def test_an_8bit_tuning_resumes_bit_identical_when_bitsandbytes_runs(clip, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    try:
+        optim.check_bitsandbytes(torch.device("cpu"))
+    except UserError as error:
+        pytest.skip(str(error))
+    settings = TuneSettings(**{**FAST, "steps": 4, "optimizer": "adamw8bit", "checkpoint_every": 2})
+    whole = tune_clip(clip, PROMPT, tmp_path / "whole", settings, model="tiny", work_dir=tmp_path / "w1", progress=False)
+    stop = threading.Event()
+    with pytest.raises(JobInterrupted):
+        tune_clip(clip, PROMPT, tmp_path / "parts", settings, model="tiny", work_dir=tmp_path / "w2", progress=False,
+                  stop_event=stop, on_step=lambda step, loss: step == 2 and stop.set())
+    parts = tune_clip(clip, PROMPT, tmp_path / "parts", settings, model="tiny", work_dir=tmp_path / "w2", progress=False)
+    assert parts["resumed_from_step"] == 2 and parts["loss"]["per_step"] == whole["loss"]["per_step"]
+    assert whole["optimizer"]["state_bytes"] < whole["trainable"]["parameter_bytes"]  # < 4 B per parameter (AdamW: 8)
