@@ -75,7 +75,7 @@ def tune(
     optimizer: Annotated[Optional[Optimizer], typer.Option(help="adamw, or adamw8bit (bitsandbytes' 8-bit AdamW: pip install 'longedit[quant]') [adamw].")] = None,
     mixed_precision: Annotated[Optional[MixedPrecision], typer.Option(help="auto (fp16 on CUDA, no on CPU), no, fp16 or bf16 [auto].")] = None,
     gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in the backward pass: less memory, more time [on].")] = None,
-    deepspeed: Annotated[Optional[bool], typer.Option("--deepspeed", help="DeepSpeed ZeRO-2 with the optimizer state offloaded to CPU (CUDA, pip install deepspeed).")] = None,
+    deepspeed: Annotated[Optional[bool], typer.Option("--deepspeed", help="DeepSpeed ZeRO-2 with the optimizer state offloaded to CPU (CUDA; pip install 'longedit[deepspeed]').")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the windows, noise and timesteps [33, as the official configs].")] = None,
     size: Annotated[Optional[int], typer.Option(help="Short side of the training frames, rounded to 64 [512].")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps [50].")] = None,
