@@ -15,3 +15,6 @@ longedit bench --preset sd15 --frames 48 --steps 10 --vram 24GB --mode optimized
 longedit bench --preset sd15 --steps 2 --frames-sweep 16,100,1000 --json "$out/sd15-sweep.json"
 # 5. fused word-attention op vs eager reference, SD 1.5 shapes, fp16
 longedit bench kernel --json "$out/kernel.json"
+# 6. one Tune-A-Video tuning step at 512x512, 16 frames, full SD 1.5 UNet, fp16: peak VRAM per optimizer
+python benchmarks/tune_memory.py step --preset sd15 --size 512 --frames 16 --steps 2 --device cuda --json "$out/tune-step.jsonl"
+python benchmarks/tune_memory.py step --preset sd15 --size 512 --frames 16 --steps 2 --device cuda --optimizer adamw8bit --json "$out/tune-step.jsonl" || true  # needs bitsandbytes

@@ -7,7 +7,8 @@ naming what could not be written, where, and the space it needs when the caller 
 
 `atomic_write` is the context manager for files written from Python; `AtomicFile` is the same steps
 for writers that need the temp path and finish later (the video writer); `write_json` is the
-one-liner for JSON documents (reports, job metadata, manifests).
+one-liner for JSON documents (reports, job metadata, manifests); `atomic_folder` publishes a whole
+folder (a tuned model) by one rename.
 """
 
 from __future__ import annotations
@@ -190,3 +191,35 @@ def write_json(path: str | Path, data: Any, what: str = "file") -> None:
     text = json.dumps(data, indent=2, default=str)
     with atomic_write(path, what=what, needed=len(text.encode("utf-8"))) as handle:
         handle.write(text)
+
+
+@contextmanager
+def atomic_folder(target: str | Path, what: str = "folder") -> Iterator[Path]:
+    """A hidden temp folder beside `target` to fill; on a clean exit it is renamed to `target` at once.
+
+    Readers see no folder or the whole folder. A `target` that exists when the rename happens raises
+    `FileExistsError` (another writer finished first: the caller decides whether that is fine); the
+    temp folder is removed on any failure, and a full or read-only disk raises a one-line UserError.
+    """
+    import shutil
+
+    target = Path(target)
+    temp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        temp.mkdir(parents=True)
+        yield temp
+        try:
+            os.rename(temp, target)  # atomic; refuses a non-empty target on POSIX
+        except OSError as error:
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY) or target.exists():
+                raise FileExistsError(errno.EEXIST, f"{what} '{target}' already exists") from error
+            raise
+    except OSError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        translated = None if isinstance(error, FileExistsError) else disk_error(error, what, target)
+        if translated is None:
+            raise
+        raise translated from error
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise

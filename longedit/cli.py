@@ -22,9 +22,9 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from longedit.commands import bench, demo, edit, eval, jobs, masks
+    from longedit.commands import bench, demo, edit, eval, jobs, masks, tune
 
-    for module in (edit, demo, masks, jobs, bench, eval):
+    for module in (edit, tune, demo, masks, jobs, bench, eval):
         module.register(app)
 
 

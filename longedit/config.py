@@ -125,6 +125,55 @@ def parse_object_args(values: list[str]) -> list[ObjectSpec]:
     return objects
 
 
+#: The modules the official Tune-A-Video / ReAtCo configs train (names ending so in the UNet).
+TUNE_TRAINABLE = ("attn1.to_q", "attn2.to_q", "attn_temp")
+#: Sub-folder of a jobs' work folder (`longedit run`) or watched folder (`longedit watch`) holding tuned models.
+TUNED_CACHE_FOLDER = "tuned"
+
+
+class TuneSettings(BaseModel):
+    """One-shot Tune-A-Video tuning of the source clip (`longedit tune`, a job's `tune:`).
+
+    Defaults are the official ReAtCo configs (`configs/*.yaml`, `train_tuneavideo.py`): 200 steps,
+    lr 3e-5, 16 frames, `attn1.to_q`, `attn2.to_q`, `attn_temp` trained, fp16 mixed precision on a GPU,
+    gradient checkpointing, seed 33. Unlike the official dataset (the clip's first frames), every step
+    trains on a window of `frames` frames `frame_stride` apart placed anywhere in the clip.
+    `checkpoint_every` and `cache_dir` do not change the result (they are not part of its key).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(200, ge=1, le=100_000)
+    lr: float = Field(3e-5, gt=0, le=1)
+    frames: int = Field(16, ge=1, le=256)
+    frame_stride: int = Field(1, ge=1)
+    trainable: list[str] = Field(default_factory=lambda: list(TUNE_TRAINABLE))
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    gradient_checkpointing: bool = True
+    deepspeed: bool = False
+    seed: int = 33
+    size: int | None = Field(None, ge=64)  # short side; None: the edit's `size` (512 for `longedit tune`)
+    checkpoint_every: int = Field(50, ge=1)
+    cache_dir: Path | None = Field(None, exclude=True)  # where jobs keep tuned folders (set by run/watch)
+
+    @field_validator("trainable", mode="before")
+    @classmethod
+    def _split_names(cls, value):
+        """`attn1.to_q,attn2.to_q` (a flag) or a list -> stripped, non-empty names."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, (list, tuple)):
+            value = [str(v).strip() for v in value if str(v).strip()]
+            if not value:
+                raise ValueError("name at least one module to train, e.g. attn1.to_q,attn2.to_q,attn_temp")
+        return value
+
+    def key_settings(self) -> dict:
+        """The settings the tuned weights depend on (what the tuned-model cache is keyed by)."""
+        return self.model_dump(mode="json", exclude={"checkpoint_every", "cache_dir"})
+
+
 class EditJob(BaseModel):
     """Everything one edit needs. Field names are the `longedit edit` flags in snake_case."""
 
@@ -192,6 +241,7 @@ class EditJob(BaseModel):
 
     report: Path | None = None
     checkpoint_every: int = Field(5, ge=1)
+    tune: TuneSettings | None = None  # tune Tune-A-Video on the input first (cached per clip and model)
 
     @field_validator("objects")
     @classmethod
@@ -218,6 +268,22 @@ class EditJob(BaseModel):
             if not sep or not word.strip():
                 raise ValueError(f"cannot read '{item}': write WORD=SCALE, e.g. watercolor=10")
         return scales
+
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _tune_flag(cls, value):
+        """`tune: true` (like `tune: {}`) tunes with the official settings; `tune: false` does not tune."""
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _tune_makes_a_tuneavideo_model(self) -> "EditJob":
+        if self.tune is not None and self.backbone not in ("auto", "tuneavideo"):
+            raise ValueError(f"tune: makes a Tune-A-Video model, so backbone must be auto or tuneavideo, not {self.backbone}")
+        return self
 
     @model_validator(mode="after")
     def _fusion_needs_source_inversion(self) -> "EditJob":
@@ -267,6 +333,12 @@ class EditJob(BaseModel):
     def guided_steps(self) -> int:
         """How many of the first steps get the RAD update (default: half of them, 25 of 50)."""
         return self.rad_steps if self.rad_steps is not None else self.steps // 2
+
+    def with_tune_cache(self, folder: Path) -> "EditJob":
+        """This job with tuned models cached in `folder` (unless it tunes nothing or names its own cache)."""
+        if self.tune is None or self.tune.cache_dir is not None:
+            return self
+        return self.model_copy(update={"tune": self.tune.model_copy(update={"cache_dir": Path(folder)})})
 
     def resolved_objects(self) -> list[ObjectSpec]:
         """Objects with the job-wide `masks`/`track` applied to those that name no source of their own."""

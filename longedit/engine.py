@@ -70,6 +70,10 @@ def prepare(job: EditJob) -> Prepared:
             raise UserError(f"cannot write the report to '{job.report}': folder missing or not writable", "pick another --report path")
     if job.vram is not None:
         parse_size(job.vram)  # a bad --vram fails before the model loads
+    if job.tune is not None:  # a package or device the tuning needs is missing: say so before any work
+        from longedit.tune.optim import check_request
+
+        check_request(job.tune, resolve_device(job.device))
     objects = job.resolved_objects()
     validate_objects(objects, info.width, info.height, info.frames)
     for obj in objects:
@@ -347,7 +351,8 @@ def run_edit(
     device = resolve_device(job.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    backbone = load_backbone(job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
+    tuned = tuned_model(job, progress, stop_event)
+    backbone = load_backbone(tuned or job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
     words = resolve_words(backbone.tokenizer, job, prepared)
     settings = loop_settings(job, device)
     state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
@@ -382,6 +387,25 @@ def run_edit(
     if job.report is not None:
         write_json_atomic(Path(job.report), report)
     return report
+
+
+def tuned_model(job: EditJob, progress: bool, stop_event: threading.Event | None) -> str | None:
+    """The Tune-A-Video folder a job with `tune:` edits with (cached per clip, base model and settings), else None.
+
+    The cache is `tune.cache_dir` (`longedit run` and `watch` set it), else `.longedit-tuned` beside the output.
+    """
+    if job.tune is None:
+        return None
+    from longedit.config import TUNED_CACHE_FOLDER
+    from longedit.tune.cache import ensure_tuned_model
+
+    settings = job.tune if job.tune.size is not None else job.tune.model_copy(update={"size": job.size})
+    cache = job.tune.cache_dir or Path(job.output).resolve().parent / f".longedit-{TUNED_CACHE_FOLDER}"
+    folder = ensure_tuned_model(
+        Path(job.input), job.source_prompt, job.model, settings, cache, device=job.device,
+        local_files_only=job.local_files_only, progress=progress, stop_event=stop_event,
+    )
+    return str(folder)
 
 
 def plan_run_windows(job: EditJob, prepared: Prepared, backbone: Backbone, words, settings: LoopSettings):
@@ -553,6 +577,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "device": str(backbone.device),
         "dtype": str(backbone.dtype).replace("torch.", ""),
         "model": job.model,
+        "tuned_model": backbone.name if job.tune is not None else None,
         "steps": editor.schedule.steps,
         "unet_forwards": editor.unet_forwards,
         "timing": {**{k: round(v, 3) for k, v in state.timing.items()}, "total_s": round(total_s, 3),

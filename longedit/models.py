@@ -143,15 +143,23 @@ def load_backbone(
     """
     target = resolve_device(device)
     precision = resolve_dtype(dtype, target)
+    components = load_components(model, local_files_only, backbone)
+    return frozen_backbone(components, model, target, precision, components["kind"])
+
+
+def load_components(model: str, local_files_only: bool = False, backbone: str = "auto") -> dict:
+    """kind, unet, vae, text_encoder, tokenizer, scheduler of `model` (folder, hub id, `toy` or `tiny`), fp32 on CPU.
+
+    The networks are as loaded (trainable, train mode untouched): `load_backbone` freezes them for
+    editing, `longedit.tune` trains parts of the UNet.
+    """
     if model == TINY:
         from longedit.random_models import build_tiny_components
 
         if backbone not in ("auto", "sd"):
             raise UserError(f"--model tiny is a Stable Diffusion model, not --backbone {backbone}", "use --backbone auto")
-        components = {"kind": "sd", **build_tiny_components()}
-    else:
-        components = _load_components(model, local_files_only, backbone)
-    return frozen_backbone(components, model, target, precision, components["kind"])
+        return {"kind": "sd", **build_tiny_components()}
+    return _load_components(model, local_files_only, backbone)
 
 
 def frozen_backbone(components: dict, name: str, device: torch.device, dtype: torch.dtype, kind: str = "sd") -> Backbone:

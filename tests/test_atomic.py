@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from longedit import atomic, engine
-from longedit.atomic import atomic_write, disk_error, parse_temp_name, remove_foreign_temps, remove_stale_temps, write_json
+from longedit.atomic import atomic_folder, atomic_write, disk_error, parse_temp_name, remove_foreign_temps, remove_stale_temps, write_json
 from longedit.errors import UserError
 from longedit.jobs.spool import write_json_atomic
 from longedit.video import VideoWriter
@@ -44,6 +44,35 @@ def test_atomic_write_publishes_whole_files_and_leaves_no_temp(tmp_path):
     with pytest.raises(ValueError, match="mode must be"):
         with atomic_write(target, "a"):
             pass
+
+
+def test_atomic_folder_publishes_a_whole_folder_by_one_rename(tmp_path):
+    target = tmp_path / "model"
+    with atomic_folder(target) as temp:
+        (temp / "unet").mkdir()
+        (temp / "unet" / "w.bin").write_bytes(b"123")
+        assert not target.exists() and temp.parent == tmp_path and temp.name.startswith(".model.")
+    assert (target / "unet" / "w.bin").read_bytes() == b"123" and _names(tmp_path) == ["model"]
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "other") as temp:
+        (temp / "half").write_text("x")
+        raise RuntimeError("stopped half-way")
+    assert _names(tmp_path) == ["model"]  # nothing of the failed folder, not even its temp
+
+
+def test_atomic_folder_refuses_to_replace_a_folder_another_writer_published(tmp_path):
+    with pytest.raises(FileExistsError, match="the tuned model '.*model' already exists"):
+        with atomic_folder(tmp_path / "model", what="the tuned model") as temp:
+            (temp / "mine").write_text("late")
+            (tmp_path / "model").mkdir()
+            (tmp_path / "model" / "theirs").write_text("first")
+    assert _names(tmp_path) == ["model"] and _names(tmp_path / "model") == ["theirs"]
+
+
+def test_atomic_folder_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    with pytest.raises(UserError, match=r"^cannot write the tuned model '.*model': no space left on device"):
+        with atomic_folder(tmp_path / "model", what="the tuned model"):
+            _full()
+    assert _names(tmp_path) == []
 
 
 def test_a_full_disk_is_one_line_naming_what_where_and_how_much(tmp_path):

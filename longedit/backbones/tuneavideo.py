@@ -162,11 +162,14 @@ def _transformer_blocks(unet: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in unet.named_modules() if isinstance(module, BasicTransformerBlock)}
 
 
-def attach_tuneavideo(unet: nn.Module, upcast_attention: bool = False) -> TuneAVideoTemporal:
-    """Give a UNet2DConditionModel Tune-A-Video's temporal layers and clip-wise GroupNorms (random init).
+def attach_tuneavideo(unet: nn.Module, upcast_attention: bool = False, identity: bool = False) -> TuneAVideoTemporal:
+    """Give a UNet2DConditionModel Tune-A-Video's temporal layers and clip-wise GroupNorms.
 
     Adds the child module `tuneavideo_temporal` (so `.to()`, `eval()`, `state_dict()` cover it),
     a forward hook on every transformer block, and swaps the ResNet/out GroupNorms for FrameGroupNorm.
+    The temporal layers are random; `identity=True` is TAV's own init for tuning
+    (`nn.init.zeros_(attn_temp.to_out[0].weight)`): each temporal layer then adds only to_out's bias, the
+    same for every frame, so no frame sees another through it until tuning trains it.
     """
     if hasattr(unet, TEMPORAL_CHILD):
         return getattr(unet, TEMPORAL_CHILD)
@@ -176,6 +179,9 @@ def attach_tuneavideo(unet: nn.Module, upcast_attention: bool = False) -> TuneAV
         attn = block.attn1
         shapes[path] = (attn.query_dim, attn.heads, attn.inner_dim // attn.heads)
     temporal = TuneAVideoTemporal(shapes, upcast_attention)
+    if identity:
+        for layer in temporal.layers.values():
+            nn.init.zeros_(layer.attn_temp.to_out[0].weight)
     for path, block in blocks.items():
         layer = temporal.layers[layer_id(path)]
 

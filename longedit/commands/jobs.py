@@ -30,7 +30,7 @@ RUNNER_HELP = "module:function run instead of longedit.engine.run_edit (testing)
 
 
 @contextlib.contextmanager
-def _graceful_stop(stop: Any) -> Iterator[None]:
+def graceful_stop(stop: Any) -> Iterator[None]:
     """SIGTERM/SIGINT call `stop()` once (jobs checkpoint and stay resumable).
 
     A second signal ends the process at once (the default action, also for SIGINT: a KeyboardInterrupt
@@ -41,7 +41,7 @@ def _graceful_stop(stop: Any) -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         print(
             f"{signal.Signals(signum).name}: finishing the current step and saving a checkpoint, then exiting "
-            "(signal again to quit at once; the jobs resume from their last checkpoint)",
+            "(signal again to quit at once; a rerun resumes from the last checkpoint)",
             file=sys.stderr,
         )
         for sig in previous:
@@ -120,7 +120,7 @@ def run(
         elif result.status == "failed" and len(job_files) > 1:
             typer.echo(f"error: job '{name}': {result.error}", err=True)
 
-    with _graceful_stop(stop.set):
+    with graceful_stop(stop.set):
         results = run_batch(
             job_files, backend=backend.value, work_root=work_dir, address=address, runner=runner,
             stop_event=stop, progress=progress, on_result=show,
@@ -193,7 +193,7 @@ def watch(
     )
     with _log_to_stderr():
         watcher = Watcher(folder, execute, options)
-        with _graceful_stop(watcher.request_stop):
+        with graceful_stop(watcher.request_stop):
             outcomes = watcher.run()
     summary = ", ".join(f"{len(names)} {outcome}" for outcome, names in sorted(outcomes.items())) or "no jobs"
     typer.echo(f"watch {folder}: {summary}")

@@ -18,6 +18,7 @@ The watched folder (`longedit watch DIR`):
     DIR/done/NAME/            + NAME-edited.<ext> (unless `output` says otherwise) and report.json
     DIR/failed/NAME/          + error.json: message, traceback, timestamps, attempts, history
     DIR/ledger.sqlite         every transition; `longedit status DIR [--json]`
+    DIR/tuned/KEY/            models tuned for jobs with `tune:` (one per clip, base model and settings)
 
 Rules:
 - A job file is claimed only when it and its video kept size and mtime over two scans `--settle`

@@ -7,7 +7,8 @@ Each job checkpoints into its own work folder, `WORK_DIR/<stem>-<hash of the job
 (default `WORK_DIR`: `.longedit-work/` beside the job's output). Running the same command again after
 a crash or a SIGTERM resumes from the last checkpoint; changing the job's settings starts afresh
 (the hash changes). The work folder is deleted when the job succeeds, and when it fails or stops
-before its first checkpoint (an empty folder).
+before its first checkpoint (an empty folder). Jobs with `tune:` share the tuned models in
+`WORK_DIR/tuned/` (content-addressed: one tuning per clip, base model and settings).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from longedit.config import EditJob
+from longedit.config import TUNED_CACHE_FOLDER, EditJob
 from longedit.errors import UserError
 from longedit.jobs.jobfile import load_job
 from longedit.jobs.executor import make_executor
@@ -102,6 +103,7 @@ def run_batch(
         if stop_event.is_set():
             return BatchResult(path, job, "skipped")
         work_dir = work_dir_for(job, path, work_root)
+        job = job.with_tune_cache(work_dir.parent / TUNED_CACHE_FOLDER)  # shared by the batch's jobs
         started = time.time()
         try:
             report = execute(job, work_dir, stop_event)

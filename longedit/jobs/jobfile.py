@@ -3,7 +3,8 @@
 A job file holds the keys of `EditJob` (the `longedit edit` flags in snake_case). Relative paths are
 relative to the job file's folder, so a job folder can be moved or shared as a unit:
 
-- input paths (`input`, `masks`, `objects[].masks`) resolve against `base_dir` (the job file's folder);
+- input paths (`input`, `masks`, `objects[].masks`) and `tune.cache_dir` resolve against `base_dir`
+  (the job file's folder);
 - output paths (`output`, `report`) resolve against `output_dir` (the same folder unless the caller
   says otherwise; the watched folder puts them in the job's own folder so results land in `done/NAME/`).
 
@@ -23,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from longedit.config import EditJob, ObjectSpec, field_bounds
+from longedit.config import EditJob, ObjectSpec, TuneSettings, field_bounds
 from longedit.errors import UserError
 
 JOB_SUFFIXES = (".yaml", ".yml")
@@ -117,6 +118,8 @@ def resolve_job_paths(
                 obj = {**obj, "masks": absolute(obj["masks"], base_dir)}
             objects.append(obj)
         data["objects"] = objects
+    if isinstance(data.get("tune"), dict) and "cache_dir" in data["tune"]:
+        data["tune"] = {**data["tune"], "cache_dir": absolute(data["tune"]["cache_dir"], base_dir)}
     return data
 
 
@@ -161,7 +164,9 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
-    """The model whose keys the last element of `loc` belongs to (EditJob or ObjectSpec)."""
+    """The model whose keys the last element of `loc` belongs to (EditJob, ObjectSpec or TuneSettings)."""
+    if len(loc) >= 2 and loc[0] == "tune":
+        return TuneSettings
     return ObjectSpec if len(loc) >= 2 and loc[0] == "objects" and isinstance(loc[1], int) else EditJob
 
 

@@ -79,12 +79,14 @@ class JobProcessor:
     # ------------------------------------------------------------------------------------ helpers
 
     def load(self, job: JobFolder) -> EditJob:
-        """The job's EditJob: inputs relative to the inbox it came from, outputs inside its folder."""
+        """The job's EditJob: inputs relative to the inbox it came from, outputs inside its folder, tuned
+        models (`tune:`) in the watched folder's shared cache."""
         job.adopt_companion()
         label = job.meta["job_file"]
         data = read_job_mapping(job.job_file, label)
         companion = job.companion() if data.get("input") in (None, "") else None
-        return load_job(job.job_file, base_dir=job.inbox, output_dir=job.folder, companion=companion, label=label)
+        edit = load_job(job.job_file, base_dir=job.inbox, output_dir=job.folder, companion=companion, label=label)
+        return edit.with_tune_cache(self.spool.tuned)
 
     def heartbeat(self, job: JobFolder) -> None:
         """Touch the claim and copy the latest checkpoint step into the ledger (called periodically)."""
