@@ -8,6 +8,7 @@ DIR/
   done/         NAME/  ... + NAME-edited.mp4 (default output) + report.json
   failed/       NAME/  ... + error.json (message, traceback, timestamps, attempts)
   ledger.sqlite
+  inversion-cache/  DDIM inversions shared by the jobs (longedit.inversion_cache), unless --no-cache
 ```
 
 Claiming is one `os.rename` of `inbox/NAME.yaml` into a private staging folder that already holds
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from longedit.atomic import write_json
+from longedit.config import CACHE_FOLDER
 from longedit.jobs.claim import Claim, ClaimRecord, Owner, read_latest, remove_claim_files, take_over
 from longedit.jobs.jobfile import JOB_SUFFIXES, find_companion_video
 
@@ -88,6 +90,10 @@ class Spool:
     @property
     def ledger_path(self) -> Path:
         return self.root / "ledger.sqlite"
+
+    @property
+    def inversion_cache(self) -> Path:
+        return self.root / CACHE_FOLDER
 
     def create(self) -> "Spool":
         """Make the four folders (idempotent)."""
