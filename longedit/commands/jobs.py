@@ -204,10 +204,18 @@ def status(
     folder: Annotated[Path, typer.Argument(help="A watched folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     stale_after: Annotated[float, typer.Option(min=1.0, help="Heartbeat age that marks another host's job as stale.")] = 120.0,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write the morning report instead: one static HTML page (pictures inline) with each job's state, duration, settings, source | edited thumbnails, attention strips, metrics and errors with their fix.")] = None,
 ) -> None:
     """Show the jobs of a watched folder: queued, running (with progress), interrupted, done, failed."""
     from longedit.jobs.status import collect_status, format_table
 
+    if html is not None:
+        from longedit.jobs.html_report import write_html_report
+
+        data = write_html_report(folder, html, stale_after=stale_after)
+        counts = ", ".join(f"{n} {state}" for state, n in data["counts"].items() if n)
+        typer.echo(f"wrote {html}: {len(data['jobs'])} job(s){': ' + counts if counts else ''}")
+        return
     report = collect_status(folder, stale_after=stale_after)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
