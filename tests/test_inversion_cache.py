@@ -183,6 +183,32 @@ def test_a_bad_cache_flag_is_one_line_and_exit_2_before_any_work(flags, message,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written
 
 
+def test_run_and_watch_hand_jobs_their_work_folders_cache_and_no_cache_takes_it_away(tmp_path, clip):
+    from longedit.jobs.batch import work_dir_for
+    from longedit.jobs.executor import LocalExecutor
+    from longedit.jobs.jobfile import load_job
+    from longedit.jobs.watcher import Watcher, WatchOptions
+
+    execute = LocalExecutor(lambda job, **kwargs: {})
+    assert Watcher(tmp_path / "w", execute).processor.inversion_cache == (tmp_path / "w").absolute() / CACHE_FOLDER
+    assert Watcher(tmp_path / "w", execute, WatchOptions(cache=False)).processor.inversion_cache is None
+    path = write_job(tmp_path / "a.yaml", input=str(clip))
+    job, folder = load_job(path), tmp_path / "work" / CACHE_FOLDER
+    assert job.cache_dir is None and job.with_inversion_cache(folder).cache_dir == folder
+    own = load_job(write_job(tmp_path / "b.yaml", input=str(clip), cache_dir="shared"))
+    assert own.cache_dir == tmp_path / "shared"  # relative to the job file, like its input
+    assert own.with_inversion_cache(folder).cache_dir == tmp_path / "shared"  # the job's own folder wins
+    assert own.with_inversion_cache(None).cache_dir is None  # --no-cache
+    # where the inversion is shared never changes the job's checkpoint folder (a rerun still resumes)
+    assert work_dir_for(job.with_inversion_cache(folder), path, None) == work_dir_for(job, path, None)
+    from longedit.engine import job_fingerprint
+    from longedit.video import probe
+
+    info = probe(clip)
+    assert job_fingerprint(job.with_inversion_cache(folder), info) == job_fingerprint(job, info)
+    assert job_fingerprint(job.model_copy(update={"steps": 4}), info) != job_fingerprint(job, info)
+
+
 # ------------------------------------------------------------------------------------ end to end
 def _report(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
