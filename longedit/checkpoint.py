@@ -46,6 +46,7 @@ class RunState:
     timing: dict[str, float] = field(default_factory=dict)
     fatezero: dict | None = None
     paste: dict | None = None
+    inversion: dict | None = None  # x_T's checksum and what the shared inversion cache did (engine)
     rng: torch.Tensor | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -108,3 +109,12 @@ class Trajectory:
 
     def get(self, position: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.array[position])).float()
+
+    def values(self) -> torch.Tensor:
+        """Every step as one fp16 tensor [steps, ...] backed by the file (not read into memory)."""
+        return torch.from_numpy(self.array)
+
+    def fill(self, values: torch.Tensor) -> None:
+        """Every step at once (a shared inversion's trajectory), one step at a time."""
+        for position in range(self.array.shape[0]):
+            self.array[position] = values[position].to(torch.float16).numpy()

@@ -21,6 +21,10 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SAM2_MODEL = "facebook/sam2.1-hiera-tiny"
 REATCO_GUIDANCE = 12.5  # official ReAtCo editing scripts
 FATEZERO_GUIDANCE = 7.5  # official FateZero configs
+DEFAULT_CACHE_SIZE = "20GB"  # cap of the shared inversion cache (longedit.inversion_cache)
+CACHE_FOLDER = "inversion-cache"  # its folder inside the work folder of `longedit run` and `watch`
+#: Settings that never change an edit's result: where the shared inversion is kept and how much of it.
+CACHE_FIELDS = frozenset({"cache_dir", "cache_size"})
 
 Box = tuple[float, float, float, float]
 
@@ -242,6 +246,10 @@ class EditJob(BaseModel):
     report: Path | None = None
     checkpoint_every: int = Field(5, ge=1)
     tune: TuneSettings | None = None  # tune Tune-A-Video on the input first (cached per clip and model)
+    # The shared inversion cache (longedit.inversion_cache): off for one `longedit edit` unless given;
+    # `longedit run` and `watch` give their work folder's (DIR/inversion-cache) unless --no-cache.
+    cache_dir: Path | None = None
+    cache_size: str = DEFAULT_CACHE_SIZE
 
     @field_validator("objects")
     @classmethod
@@ -339,6 +347,12 @@ class EditJob(BaseModel):
         if self.tune is None or self.tune.cache_dir is not None:
             return self
         return self.model_copy(update={"tune": self.tune.model_copy(update={"cache_dir": Path(folder)})})
+
+    def with_inversion_cache(self, folder: Path | None) -> "EditJob":
+        """This job sharing its inversion in `folder`, unless it names its own `cache_dir`; None: no cache."""
+        if folder is None:
+            return self.model_copy(update={"cache_dir": None})
+        return self if self.cache_dir is not None else self.model_copy(update={"cache_dir": Path(folder)})
 
     def resolved_objects(self) -> list[ObjectSpec]:
         """Objects with the job-wide `masks`/`track` applied to those that name no source of their own."""

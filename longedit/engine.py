@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from longedit import atomic, diskspace, latent_decode
 from longedit.backbones.adapters import adapter_for
 from longedit.composite import BackgroundMeter, composite, feathered_alpha
-from longedit.config import EditJob, ObjectSpec
+from longedit.config import CACHE_FIELDS, EditJob, ObjectSpec
 from longedit.diskspace import DiskNeed
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
 from longedit.editor import LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
 from longedit.errors import JobInterrupted, UserError
+from longedit.inversion_cache import InversionCache, SharedInversion, cache_key, key_parts
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
@@ -74,6 +75,7 @@ def prepare(job: EditJob) -> Prepared:
         from longedit.tune.optim import check_request
 
         check_request(job.tune, resolve_device(job.device))
+    _check_cache(job)
     objects = job.resolved_objects()
     validate_objects(objects, info.width, info.height, info.frames)
     for obj in objects:
@@ -89,6 +91,17 @@ def prepare(job: EditJob) -> Prepared:
         notices.append("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
     size = processing_size(info.width, info.height, job.size)
     return Prepared(info=info, objects=objects, processed_size=size, notices=notices)
+
+
+def _check_cache(job: EditJob) -> None:
+    """A cache folder that is a file, or a cap that is not a size, fails before any work."""
+    try:
+        parse_size(job.cache_size)
+    except UserError:
+        raise UserError(f"cannot read the cache size '{job.cache_size}'", "write it like 20GB, 500MB or 2GiB") from None
+    if job.cache_dir is not None and Path(job.cache_dir).exists() and not Path(job.cache_dir).is_dir():
+        raise UserError(f"cache folder '{job.cache_dir}' is a file", "give --cache-dir a folder; it is created when missing")
+
 
 
 DISK_FIX = "free some space, or write -o / --work-dir to a larger disk"
@@ -253,7 +266,9 @@ def build_masks(job: EditJob, prepared: Prepared, grid: tuple[int, int], progres
 # ------------------------------------------------------------------------------------ checkpoints
 def job_fingerprint(job: EditJob, info: VideoInfo) -> str:
     """What the result depends on: settings (not output/report paths) and the input file's identity."""
-    settings = job.model_dump(mode="json", exclude={"output", "report", "checkpoint_every", "eval", "paste_background", "feather"})
+    settings = job.model_dump(
+        mode="json", exclude={"output", "report", "checkpoint_every", "eval", "paste_background", "feather", *CACHE_FIELDS}
+    )
     return checkpoint.job_fingerprint(settings, Path(job.input), info.frames)
 
 
@@ -373,7 +388,8 @@ def run_edit(
     keeper = StepKeeper(state, work_dir, stop_event, job.checkpoint_every)
     keeper.editor = editor
     with loop_resources(job, editor, state, work_dir, fusion_plan) as (fusion, trajectory):
-        latents = run_inversion(editor, state, keeper, trajectory, progress)
+        shared = shared_inversion(job, prepared, backbone, editor, state, trajectory is not None)
+        latents = run_inversion(editor, state, keeper, trajectory, progress, shared)
         latents = run_denoise(editor, state, keeper, masks, trajectory, progress)
         if fusion is not None:
             state.fatezero = fusion.report(prepared.info.frames)
@@ -487,10 +503,48 @@ def loop_resources(job: EditJob, editor: VideoEditor, state: RunState, work_dir:
             fusion.store.close(delete=True)
 
 
-def run_inversion(editor: VideoEditor, state: RunState, keeper: StepKeeper, trajectory, progress: bool) -> torch.Tensor:
-    """The windowed DDIM inversion from where the state is (nothing when it is past it)."""
+def shared_inversion(
+    job: EditJob, prepared: Prepared, backbone: Backbone, editor: VideoEditor, state: RunState, trajectory: bool
+) -> SharedInversion | dict | None:
+    """The job's place in the shared inversion cache, or why it has none (a dict for the report);
+    None once the inversion is done. Computing the key reads the video and hashes the weights (timed)."""
+    if state.phase != "inversion":
+        return None
+    if job.cache_dir is None:
+        return {"state": "off", "note": "no cache folder (longedit edit --cache-dir DIR; on in run and watch)"}
+    if job.use_fusion:
+        return {"state": "off", "note": "attention fusion records the source attention during the inversion"}
+    clock = time.perf_counter()
+    prompt = "" if job.effective_inversion_prompt == "empty" else job.source_prompt
+    parts = key_parts(
+        video=prepared.info.path, processed_size=prepared.processed_size, frames=prepared.info.frames,
+        backbone=backbone, editor=editor, windows=state.windows, inversion_prompt=prompt, trajectory=trajectory,
+    )
+    state.timing["cache_key_s"] = time.perf_counter() - clock
+    return SharedInversion(InversionCache(Path(job.cache_dir), parse_size(job.cache_size)), cache_key(parts), parts)
+
+
+def run_inversion(
+    editor: VideoEditor, state: RunState, keeper: StepKeeper, trajectory, progress: bool,
+    shared: SharedInversion | dict | None = None,
+) -> torch.Tensor:
+    """The windowed DDIM inversion from where the state is (nothing when it is past it).
+
+    With a `shared` cache place, a fresh job takes the inversion from the cache when it is there
+    (no UNet forward) and publishes the one it computed otherwise; `state.inversion` records which.
+    """
     if state.phase != "inversion":
         return state.latents
+    cache = shared if isinstance(shared, dict) else {"state": "off", "note": "no cache folder"}
+    if isinstance(shared, SharedInversion):
+        cache = {"state": "miss", "key": shared.key, "folder": str(shared.cache.folder)}
+        cached = shared.load(tuple(state.latents.shape), trajectory is not None) if is_fresh(state) else None
+        if cached is not None:
+            keeper.clock = time.perf_counter()
+            if trajectory is not None:
+                trajectory.fill(cached.trajectory)
+            keeper.lap("inversion_s")
+            return finish_inversion(state, keeper, cached.latents, {**cache, "state": "hit"})
     steps, windows = editor.schedule.steps, state.windows
     bar = tqdm(total=steps * len(windows), initial=state.step * len(windows), desc="inversion", unit="window", disable=not progress)
     keeper.clock = time.perf_counter()
@@ -504,8 +558,16 @@ def run_inversion(editor: VideoEditor, state: RunState, keeper: StepKeeper, traj
 
     latents = invert(editor, state.latents, windows, start=state.step, callback=after_step, advance=lambda: bar.update(1))
     bar.close()
+    if isinstance(shared, SharedInversion):
+        cache["state"] = shared.store(latents, None if trajectory is None else trajectory.values())
+    return finish_inversion(state, keeper, latents, cache)
+
+
+def finish_inversion(state: RunState, keeper: StepKeeper, latents: torch.Tensor, cache: dict) -> torch.Tensor:
+    """Enter the edit phase with x_T = `latents` and checkpoint it (always: the finished inversion is kept)."""
+    state.inversion = {"checksum": latent_checksum(latents.float()), "cache": cache}
     state.phase, state.step, state.latents = "edit", 0, latents
-    keeper.step_done("edit", 0, latents, every=1)  # always checkpoint the finished inversion
+    keeper.step_done("edit", 0, latents, every=1)
     return latents
 
 
@@ -598,6 +660,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "method": job.method,
         "backbone": backbone.kind,
         "fatezero": state.fatezero,
+        "inversion": state.inversion,
         "masks": None if masks is None else {"summary": masks.area_summary()},
         "latent_checksum": latent_checksum(latents.float()),
         "resumed_from": resumed_from,

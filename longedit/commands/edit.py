@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from longedit.config import EditJob, field_bounds, parse_object_args
+from longedit.config import DEFAULT_CACHE_SIZE, EditJob, field_bounds, parse_object_args
 from longedit.errors import UserError
 
 
@@ -67,6 +67,9 @@ def print_summary(report: dict, shown: frozenset[str] = frozenset()) -> None:
         psnr = paste["decoded_background_psnr_db"]
         decoded = "exact" if psnr is None else f"{psnr:.1f} dB"
         typer.echo(f"  background: the source's pixels pasted back (decoded edit alone: {decoded} PSNR)")
+    cache = (report.get("inversion") or {}).get("cache") or {}
+    if cache.get("state") == "hit":
+        typer.echo(f"  inversion: shared, taken from {cache['folder']} (no UNet forward for it)")
     if report.get("eval") is not None:
         from longedit.commands.eval import summary_lines
 
@@ -134,6 +137,8 @@ def edit(
     fuse_disk_budget: Annotated[Optional[str], typer.Option(help="FateZero: disk the attention store may take, e.g. 50GB [half the free disk].")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a JSON report (timing, memory, attention shares, windows).")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps into --work-dir [5].")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Share the DDIM inversion through this folder: another edit of the same clip and settings reuses it [off; on in `longedit run` and `watch`].")] = None,
+    cache_size: Annotated[Optional[str], typer.Option(help=f"Cap of --cache-dir; least recently used inversions go first [{DEFAULT_CACHE_SIZE}].")] = None,
     work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
 ) -> None:

@@ -27,6 +27,10 @@ class Backend(str, Enum):
 
 
 RUNNER_HELP = "module:function run instead of longedit.engine.run_edit (testing)."
+CACHE_HELP = (
+    "Share DDIM inversions between jobs (several prompts on one clip invert it once) in "
+    "{where}/inversion-cache, capped by each job's cache_size [on]."
+)
 
 
 @contextlib.contextmanager
@@ -91,6 +95,7 @@ def run(
     work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints (default: .longedit-work/ beside each output); rerunning resumes.")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --backend ray); default: start a local Ray.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help=CACHE_HELP.format(where="WORK_DIR"))] = True,
     runner: Annotated[Optional[str], typer.Option(hidden=True, help=RUNNER_HELP)] = None,
 ) -> None:
     """Run job files. All are validated first; a SIGTERM checkpoints and exits 0 (run again to resume).
@@ -123,7 +128,7 @@ def run(
     with graceful_stop(stop.set):
         results = run_batch(
             job_files, backend=backend.value, work_root=work_dir, address=address, runner=runner,
-            stop_event=stop, progress=progress, on_result=show,
+            stop_event=stop, progress=progress, on_result=show, cache=cache,
         )
     failed = [r for r in results if r.status == "failed"]
     if len(results) == 1 and failed:
@@ -171,6 +176,7 @@ def watch(
     max_attempts: Annotated[int, typer.Option(min=1, help="A job whose attempts failed (or died) this often goes to failed/.")] = 3,
     retry_delay: Annotated[float, typer.Option(min=0.0, help="Seconds before retrying a failed attempt.")] = 10.0,
     stale_after: Annotated[float, typer.Option(min=1.0, help="A claim from another host without heartbeat this long is taken over.")] = 120.0,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help=CACHE_HELP.format(where="FOLDER"))] = True,
     runner: Annotated[Optional[str], typer.Option(hidden=True, help=RUNNER_HELP)] = None,
 ) -> None:
     """Run every job dropped into FOLDER/inbox: NAME.yaml (+ NAME.mp4 when the job has no `input`).
@@ -189,7 +195,7 @@ def watch(
     workers = workers or execute.default_workers()
     options = WatchOptions(
         workers=workers, poll=poll, settle=settle, once=once, stale_after=stale_after,
-        policy=RetryPolicy(max_attempts=max_attempts, retry_delay=retry_delay),
+        policy=RetryPolicy(max_attempts=max_attempts, retry_delay=retry_delay), cache=cache,
     )
     with _log_to_stderr():
         watcher = Watcher(folder, execute, options)
@@ -203,10 +209,18 @@ def status(
     folder: Annotated[Path, typer.Argument(help="A watched folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     stale_after: Annotated[float, typer.Option(min=1.0, help="Heartbeat age that marks another host's job as stale.")] = 120.0,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write the morning report instead: one static HTML page (pictures inline) with each job's state, duration, settings, source | edited thumbnails, attention strips, metrics and errors with their fix.")] = None,
 ) -> None:
     """Show the jobs of a watched folder: queued, running (with progress), interrupted, done, failed."""
     from longedit.jobs.status import collect_status, format_table
 
+    if html is not None:
+        from longedit.jobs.html_report import write_html_report
+
+        data = write_html_report(folder, html, stale_after=stale_after)
+        counts = ", ".join(f"{n} {state}" for state, n in data["counts"].items() if n)
+        typer.echo(f"wrote {html}: {len(data['jobs'])} job(s){': ' + counts if counts else ''}")
+        return
     report = collect_status(folder, stale_after=stale_after)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))

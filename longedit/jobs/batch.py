@@ -9,6 +9,10 @@ a crash or a SIGTERM resumes from the last checkpoint; changing the job's settin
 (the hash changes). The work folder is deleted when the job succeeds, and when it fails or stops
 before its first checkpoint (an empty folder). Jobs with `tune:` share the tuned models in
 `WORK_DIR/tuned/` (content-addressed: one tuning per clip, base model and settings).
+
+Jobs share their DDIM inversions through `WORK_DIR/inversion-cache/` (`longedit.inversion_cache`):
+several prompts on one clip invert it once, in this run or a later one. It stays after the run,
+capped at each job's `cache_size` (least recently used entries go); `--no-cache` turns it off.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from longedit.config import TUNED_CACHE_FOLDER, EditJob
+from longedit.config import CACHE_FIELDS, CACHE_FOLDER, TUNED_CACHE_FOLDER, EditJob
 from longedit.errors import UserError
 from longedit.jobs.jobfile import load_job
 from longedit.jobs.executor import make_executor
@@ -46,9 +50,13 @@ class BatchResult:
 
 def work_dir_for(job: EditJob, job_file: Path, work_root: Path | None) -> Path:
     """The checkpoint folder of `job`: stable across runs of the same settings, new when they change."""
-    key = hashlib.sha256(job.model_dump_json().encode()).hexdigest()[:12]
-    root = work_root if work_root is not None else job.output.parent / WORK_FOLDER
-    return root / f"{job_file.stem}-{key}"
+    key = hashlib.sha256(job.model_dump_json(exclude=set(CACHE_FIELDS)).encode()).hexdigest()[:12]
+    return work_root_for(job, work_root) / f"{job_file.stem}-{key}"
+
+
+def work_root_for(job: EditJob, work_root: Path | None) -> Path:
+    """The folder holding the job's work folder and the shared inversion cache."""
+    return work_root if work_root is not None else job.output.parent / WORK_FOLDER
 
 
 def load_batch(paths: Sequence[Path]) -> list[tuple[Path, EditJob]]:
@@ -92,9 +100,16 @@ def run_batch(
     stop_event: threading.Event | None = None,
     progress: bool = True,
     on_result: Callable[[BatchResult], None] | None = None,
+    cache: bool = True,
 ) -> list[BatchResult]:
-    """Run the job files; returns one result per file, in order. Never raises for a job's own failure."""
-    jobs = load_batch(paths)
+    """Run the job files; returns one result per file, in order. Never raises for a job's own failure.
+
+    `cache`: share inversions in `WORK_ROOT/inversion-cache` (a job's own `cache_dir` wins); False: none.
+    """
+    jobs = [
+        (path, job.with_inversion_cache(work_root_for(job, work_root) / CACHE_FOLDER if cache else None))
+        for path, job in load_batch(paths)
+    ]
     stop_event = stop_event or threading.Event()
     execute = make_executor(backend, runner, address=address, progress=progress)
     workers = len(jobs) if execute.remote else 1

@@ -3,8 +3,8 @@
 A job file holds the keys of `EditJob` (the `longedit edit` flags in snake_case). Relative paths are
 relative to the job file's folder, so a job folder can be moved or shared as a unit:
 
-- input paths (`input`, `masks`, `objects[].masks`) and `tune.cache_dir` resolve against `base_dir`
-  (the job file's folder);
+- input paths (`input`, `masks`, `objects[].masks`, `cache_dir`) and `tune.cache_dir` resolve against
+  `base_dir` (the job file's folder);
 - output paths (`output`, `report`) resolve against `output_dir` (the same folder unless the caller
   says otherwise; the watched folder puts them in the job's own folder so results land in `done/NAME/`).
 
@@ -29,7 +29,7 @@ from longedit.errors import UserError
 
 JOB_SUFFIXES = (".yaml", ".yml")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm", ".avi")
-INPUT_PATH_KEYS = ("input", "masks")
+INPUT_PATH_KEYS = ("input", "masks", "cache_dir")
 OUTPUT_PATH_KEYS = ("output", "report")
 
 

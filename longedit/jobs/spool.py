@@ -9,6 +9,7 @@ DIR/
   failed/       NAME/  ... + error.json (message, traceback, timestamps, attempts)
   ledger.sqlite
   tuned/        KEY/   Tune-A-Video models tuned for jobs with `tune:`, one per clip, model and settings
+  inversion-cache/  DDIM inversions shared by the jobs (longedit.inversion_cache), unless --no-cache
 ```
 
 Claiming is one `os.rename` of `inbox/NAME.yaml` into a private staging folder that already holds
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from longedit.atomic import write_json
-from longedit.config import TUNED_CACHE_FOLDER
+from longedit.config import CACHE_FOLDER, TUNED_CACHE_FOLDER
 from longedit.jobs.claim import Claim, ClaimRecord, Owner, read_latest, remove_claim_files, take_over
 from longedit.jobs.jobfile import JOB_SUFFIXES, find_companion_video
 
@@ -95,6 +96,11 @@ class Spool:
     def tuned(self) -> Path:
         """Tuned models of the jobs with `tune:` (content-addressed, shared by every job and worker)."""
         return self.root / TUNED_CACHE_FOLDER
+
+    @property
+    def inversion_cache(self) -> Path:
+        """DDIM inversions shared by the jobs (`longedit.inversion_cache`)."""
+        return self.root / CACHE_FOLDER
 
     def create(self) -> "Spool":
         """Make the four folders (idempotent)."""

@@ -69,8 +69,10 @@ class JobProcessor:
         execute: Executor,
         policy: RetryPolicy | None = None,
         check_input: Callable[[EditJob], None] = _default_check_input,
+        inversion_cache: Path | None = None,
     ) -> None:
         self.spool = spool
+        self.inversion_cache = inversion_cache  # shared by the jobs (a job's own cache_dir wins); None: off
         self.ledger = ledger
         self.execute = execute
         self.policy = policy or RetryPolicy()
@@ -86,7 +88,7 @@ class JobProcessor:
         data = read_job_mapping(job.job_file, label)
         companion = job.companion() if data.get("input") in (None, "") else None
         edit = load_job(job.job_file, base_dir=job.inbox, output_dir=job.folder, companion=companion, label=label)
-        return edit.with_tune_cache(self.spool.tuned)
+        return edit.with_tune_cache(self.spool.tuned).with_inversion_cache(self.inversion_cache)
 
     def heartbeat(self, job: JobFolder) -> None:
         """Touch the claim and copy the latest checkpoint step into the ledger (called periodically)."""
