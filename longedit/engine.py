@@ -13,13 +13,12 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from longedit import atomic, latent_decode
 from longedit.backbones.adapters import adapter_for
@@ -32,6 +31,7 @@ from longedit.errors import JobInterrupted, UserError
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
+from longedit.progress import PROGRESS_NAME, JobProgress, Phase
 from longedit.video import VideoInfo, VideoWriter, check_output_path, iter_frames, probe, processing_size
 from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
@@ -105,9 +105,14 @@ def preflight(job: EditJob) -> dict:
 
 # ------------------------------------------------------------------------------------------ stages
 def encode_video(
-    backbone: Backbone, info: VideoInfo, size: tuple[int, int], progress: bool, stop_event: threading.Event | None = None
+    backbone: Backbone,
+    info: VideoInfo,
+    size: tuple[int, int],
+    advance: Callable[[], None] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> torch.Tensor:
-    """Stream-decode frames at the processing size and VAE-encode them in chunks -> host latents [F,4,h,w].
+    """Stream-decode the first `info.frames` frames at the processing size and VAE-encode them in chunks
+    -> host latents [F,4,h,w]; `advance()` after each frame.
 
     Checks `stop_event` between chunks so a stop request on a long video is honoured quickly.
     """
@@ -123,18 +128,16 @@ def encode_video(
             latents.append((vae.encode(pixels).latent_dist.mean * scale).float().cpu())
         chunk.clear()
 
-    bar = tqdm(total=info.frames, desc="decode", unit="frame", disable=not progress)
-    for frame in iter_frames(info.path, size=size):
+    for frame in iter_frames(info.path, size=size, end=info.frames):
         chunk.append(frame)
         if len(chunk) == VAE_CHUNK:
             flush()
             if stop_event is not None and stop_event.is_set():
-                bar.close()
                 raise JobInterrupted("stopped while encoding the source; nothing to resume yet")
-        bar.update(1)
+        if advance is not None:
+            advance()
     if chunk:
         flush()
-    bar.close()
     return torch.cat(latents)
 
 
@@ -153,19 +156,19 @@ def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def write_video(
-    backbone: Backbone, latents: torch.Tensor, info: VideoInfo, job: EditJob, size: tuple[int, int], progress: bool,
-    masks: ObjectMasks | None = None,
+    backbone: Backbone, latents: torch.Tensor, info: VideoInfo, job: EditJob, size: tuple[int, int],
+    advance: Callable[[], None] | None = None, masks: ObjectMasks | None = None,
 ) -> dict | None:
-    """Decode latents and stream them into the output file (atomic: temp name then rename), audio remuxed.
+    """Decode latents and stream them into the output file (atomic: temp name then rename), audio remuxed;
+    `advance()` after each frame.
 
     With `masks` and the background paste on, each frame's background is the source's own pixels
     (`longedit.composite`); returns what the paste measured (None without it).
     """
     out_size = size if job.keep_size else (info.width, info.height)
     paste = masks is not None and job.use_background_paste
-    sources = iter_frames(info.path, size=out_size) if paste else None
+    sources = iter_frames(info.path, size=out_size, end=info.frames) if paste else None
     meter = BackgroundMeter()
-    bar = tqdm(total=latents.shape[0], desc="encode", unit="frame", disable=not progress)
     with VideoWriter(
         job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path
     ) as writer:
@@ -177,8 +180,8 @@ def write_video(
                 meter.add(frame, source, alpha)
                 frame = composite(frame, source, alpha)
             writer.write(frame)
-            bar.update(1)
-    bar.close()
+            if advance is not None:
+                advance()
     if not paste:
         return None
     return {"enabled": True, "feather_px": job.feather, "decoded_background_psnr_db": meter.mean(),
@@ -192,8 +195,10 @@ def _mask_reader(obj_folder: Path, word: str, frames: int, size: tuple[int, int]
     return load_mask_folder(Path(obj_folder).parent, Path(obj_folder).name, frames, size)
 
 
-def build_masks(job: EditJob, prepared: Prepared, grid: tuple[int, int], progress: bool) -> ObjectMasks | None:
-    """Object masks at latent resolution from boxes, mask folders or SAM2 tracking."""
+def build_masks(
+    job: EditJob, prepared: Prepared, grid: tuple[int, int], advance: Callable[[], None] | None = None
+) -> ObjectMasks | None:
+    """Object masks at latent resolution from boxes, mask folders or SAM2 tracking (`advance()` per tracked frame)."""
     objects = prepared.objects
     if not objects:
         return None
@@ -205,13 +210,22 @@ def build_masks(job: EditJob, prepared: Prepared, grid: tuple[int, int], progres
 
         tracker = track_masks(
             info.path, tracked, model=job.sam2_model, out_size=size, device=job.device, dilate=0,
-            box_masks=job.box_masks, min_area=job.min_area, local_files_only=job.local_files_only, progress=progress,
+            box_masks=job.box_masks, min_area=job.min_area, local_files_only=job.local_files_only, progress=False,
         )
+        tracker = _counted(tracker, advance)
     source_size = (info.width, info.height)
     return build_object_masks(
         objects, info.frames, source_size, grid, dilate_px=job.mask_dilate,
         folder_reader=lambda folder, word, frames: _mask_reader(folder, word, frames, size), tracker=tracker,
     )
+
+
+def _counted(items: Iterator, advance: Callable[[], None] | None) -> Iterator:
+    """`items`, calling `advance()` after each."""
+    for item in items:
+        yield item
+        if advance is not None:
+            advance()
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -320,9 +334,10 @@ def run_edit(
     else:
         windows, window_plan = state.windows, state.window_plan
     fusion_plan = plan_fusion_for(job, backbone, state, windows, latent_grid(prepared, backbone), work_dir)
+    tracker = job_progress(job, prepared, windows, bool(words), state, work_dir, progress)
     if state is None:
-        state = start_state(job, prepared, backbone, windows, window_plan, work_dir, progress, stop_event)
-    masks = restore_or_build_masks(job, prepared, backbone, state, progress)
+        state = start_state(job, prepared, backbone, windows, window_plan, work_dir, tracker, stop_event)
+    masks = restore_or_build_masks(job, prepared, backbone, state, tracker)
     editor = VideoEditor(
         backbone, settings, job.source_prompt, job.prompt, words,
         inversion_prompt="" if job.effective_inversion_prompt == "empty" else None,
@@ -330,17 +345,23 @@ def run_edit(
     editor.unet_forwards = state.unet_forwards
     keeper = StepKeeper(state, work_dir, stop_event, job.checkpoint_every)
     keeper.editor = editor
-    with loop_resources(job, editor, state, work_dir, fusion_plan) as (fusion, trajectory):
-        latents = run_inversion(editor, state, keeper, trajectory, progress)
-        latents = run_denoise(editor, state, keeper, masks, trajectory, progress)
-        if fusion is not None:
-            state.fatezero = fusion.report(prepared.info.frames)
-        keeper.save("decode", editor.schedule.steps, latents)
-        if fusion is not None:  # the decode phase never needs the maps again
-            fusion.store.close(delete=True)
-        keeper.clock = time.perf_counter()
-        state.paste = write_video(backbone, latents, prepared.info, job, prepared.processed_size, progress, masks)
-        keeper.lap("encode_s")
+    try:
+        with loop_resources(job, editor, state, work_dir, fusion_plan) as (fusion, trajectory):
+            latents = run_inversion(editor, state, keeper, trajectory, tracker)
+            latents = run_denoise(editor, state, keeper, masks, trajectory, tracker)
+            if fusion is not None:
+                state.fatezero = fusion.report(prepared.info.frames)
+            keeper.save("decode", editor.schedule.steps, latents)
+            if fusion is not None:  # the decode phase never needs the maps again
+                fusion.store.close(delete=True)
+            keeper.clock = time.perf_counter()
+            tracker.start("encode")
+            state.paste = write_video(
+                backbone, latents, prepared.info, job, prepared.processed_size, lambda: tracker.advance("encode"), masks
+            )
+            keeper.lap("encode_s")
+    finally:
+        tracker.close()
     report = build_report(job, prepared, backbone, editor, state, masks, words, latents, resumed_from, started)
     if job.report is not None:
         write_json_atomic(Path(job.report), report)
@@ -372,10 +393,13 @@ def is_fresh(state: RunState) -> bool:
     return state.phase == "inversion" and state.step == 0
 
 
-def start_state(job, prepared, backbone, windows, window_plan, work_dir, progress, stop_event) -> RunState:
+def start_state(job, prepared, backbone, windows, window_plan, work_dir, tracker: JobProgress, stop_event) -> RunState:
     """A new run: encode the source (checkpointed: the encode is not redone after a crash)."""
     clock = time.perf_counter()
-    source = encode_video(backbone, prepared.info, prepared.processed_size, progress, stop_event)
+    tracker.start("decode")
+    source = encode_video(
+        backbone, prepared.info, prepared.processed_size, lambda: tracker.advance("decode"), stop_event
+    )
     timing = {"decode_s": time.perf_counter() - clock, "inversion_s": 0.0, "edit_s": 0.0, "encode_s": 0.0}
     state = RunState(
         fingerprint=job_fingerprint(job, prepared.info), source=source, latents=source.clone(),
@@ -386,17 +410,75 @@ def start_state(job, prepared, backbone, windows, window_plan, work_dir, progres
     return state
 
 
+# Prior cost per unit of each phase, in frame-forwards (one UNet forward of one frame); they only set the
+# ratios between phases until those are measured (longedit.progress). A RAD step per window: the
+# conditional forward and its backward (~3) plus the guided forward of 2 x the frames.
+DECODE_COST, TRACK_COST, ENCODE_COST = 0.5, 1.0, 1.0
+INVERSION_COST, RAD_COST, EDIT_COST = 1.0, 5.0, 2.0
+
+
+def job_phases(job: EditJob, frames: int, windows: list[tuple[int, int]], guided: bool, tracking: bool) -> list[Phase]:
+    """The phases of a job for its progress: units (frames, window-steps) and prior costs per unit."""
+    length = max(end - start for start, end in windows)
+    steps, count = job.steps, len(windows)
+    rad_steps = min(job.guided_steps, steps) if guided else 0
+    return [
+        Phase("decode", frames, DECODE_COST),
+        Phase("masks", frames if tracking else 0, TRACK_COST),
+        Phase("inversion", steps * count, INVERSION_COST * length),
+        Phase("edit+rad", rad_steps * count, RAD_COST * length),
+        Phase("edit", (steps - rad_steps) * count, EDIT_COST * length),
+        Phase("encode", frames, ENCODE_COST),
+    ]
+
+
+def job_progress(
+    job: EditJob, prepared: Prepared, windows, has_words: bool, state: RunState | None, work_dir: Path | None, bar: bool
+) -> JobProgress:
+    """The job's one progress measure (bar, ETA, `progress.json` in the work folder), seeded from a checkpoint."""
+    frames = prepared.info.frames
+    guided = job.use_rad and has_words
+    tracking = any(o.track == "sam2" for o in prepared.objects)
+    phases = job_phases(job, frames, windows, guided, tracking)
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    tracker = JobProgress(phases, path=None if work_dir is None else work_dir / PROGRESS_NAME, bar=bar)
+    if state is not None:
+        seed_progress(tracker, state, job.steps, len(windows), frames)
+    return tracker
+
+
+def seed_progress(tracker: JobProgress, state: RunState, steps: int, windows: int, frames: int) -> None:
+    """Book the work a resumed run's checkpoint holds (units and the time they took)."""
+    timing = state.timing
+    tracker.seed("decode", frames, timing.get("decode_s", 0.0))
+    if state.masks is not None:
+        tracker.seed("masks", frames, 0.0)
+    inverted = state.step if state.phase == "inversion" else steps
+    tracker.seed("inversion", inverted * windows, timing.get("inversion_s", 0.0))
+    edited = {"inversion": 0, "edit": state.step}.get(state.phase, steps)
+    rad = tracker.phases.get("edit+rad")
+    rad_steps = 0 if rad is None else round(rad.total / windows)
+    rad_done, plain_done = min(edited, rad_steps), max(0, edited - rad_steps)
+    weight_rad = rad_done * RAD_COST
+    share = weight_rad / (weight_rad + plain_done * EDIT_COST) if edited else 0.0
+    tracker.seed("edit+rad", rad_done * windows, timing.get("edit_s", 0.0) * share)
+    tracker.seed("edit", plain_done * windows, timing.get("edit_s", 0.0) * (1 - share))
+
+
 def latent_grid(prepared: Prepared, backbone: Backbone) -> tuple[int, int]:
     """(width, height) of the latents."""
     size = prepared.processed_size
     return size[0] // backbone.vae_scale, size[1] // backbone.vae_scale
 
 
-def restore_or_build_masks(job: EditJob, prepared: Prepared, backbone: Backbone, state: RunState, progress: bool):
+def restore_or_build_masks(job: EditJob, prepared: Prepared, backbone: Backbone, state: RunState, tracker: JobProgress):
     """The run's object masks: from the checkpoint (tracking is not redone on resume) or built now."""
     if state.masks is not None:
         return ObjectMasks(**state.masks)
-    masks = build_masks(job, prepared, latent_grid(prepared, backbone), progress)
+    tracker.start("masks")
+    masks = build_masks(job, prepared, latent_grid(prepared, backbone), lambda: tracker.advance("masks"))
+    tracker.finish("masks")
     state.masks = None if masks is None else {"words": masks.words, "latent": masks.latent, "sources": masks.sources}
     return masks
 
@@ -422,13 +504,13 @@ def loop_resources(job: EditJob, editor: VideoEditor, state: RunState, work_dir:
             fusion.store.close(delete=True)
 
 
-def run_inversion(editor: VideoEditor, state: RunState, keeper: StepKeeper, trajectory, progress: bool) -> torch.Tensor:
+def run_inversion(editor: VideoEditor, state: RunState, keeper: StepKeeper, trajectory, tracker: JobProgress) -> torch.Tensor:
     """The windowed DDIM inversion from where the state is (nothing when it is past it)."""
     if state.phase != "inversion":
         return state.latents
     steps, windows = editor.schedule.steps, state.windows
-    bar = tqdm(total=steps * len(windows), initial=state.step * len(windows), desc="inversion", unit="window", disable=not progress)
     keeper.clock = time.perf_counter()
+    tracker.start("inversion")
 
     def after_step(index: int, latents: torch.Tensor, _stats) -> None:
         if trajectory is not None:
@@ -437,15 +519,16 @@ def run_inversion(editor: VideoEditor, state: RunState, keeper: StepKeeper, traj
         if index + 1 < steps:
             keeper.step_done("inversion", index + 1, latents)
 
-    latents = invert(editor, state.latents, windows, start=state.step, callback=after_step, advance=lambda: bar.update(1))
-    bar.close()
+    latents = invert(
+        editor, state.latents, windows, start=state.step, callback=after_step, advance=lambda: tracker.advance("inversion")
+    )
     state.phase, state.step, state.latents = "edit", 0, latents
     keeper.step_done("edit", 0, latents, every=1)  # always checkpoint the finished inversion
     return latents
 
 
 def run_denoise(
-    editor: VideoEditor, state: RunState, keeper: StepKeeper, masks, trajectory, progress: bool
+    editor: VideoEditor, state: RunState, keeper: StepKeeper, masks, trajectory, tracker: JobProgress
 ) -> torch.Tensor:
     """The windowed edit loop (RAD + IRJS) from where the state is; records the per-step stats in the state."""
     if state.phase != "edit":
@@ -453,25 +536,25 @@ def run_denoise(
     steps, windows, settings = editor.schedule.steps, state.windows, editor.settings
     source_at = SourceLevels(editor.schedule, state.source, settings.source_noise, settings.seed, trajectory)
 
-    bar = tqdm(total=steps * len(windows), initial=state.step * len(windows), desc="edit", unit="window", disable=not progress)
+    rad_steps = settings.guided_steps if settings.rad and editor.words and masks is not None else 0
+    phase = {"name": "edit+rad" if state.step < rad_steps else "edit"}
     keeper.clock = time.perf_counter()
+    tracker.start(phase["name"])
 
     def after_step(index: int, latents: torch.Tensor, stats: StepStats) -> None:
         state.attention.append(stats.share())
         state.losses.append(float(np.mean(stats.losses)) if stats.losses else None)
         state.refinements.append(stats.refinements)
         state.skipped_updates += stats.skipped_updates
-        if stats.losses:
-            bar.set_postfix(loss=f"{state.losses[-1]:.3f}")
+        phase["name"] = "edit+rad" if index + 1 < rad_steps else "edit"
         keeper.lap("edit_s")
         if index + 1 < steps:
             keeper.step_done("edit", index + 1, latents)
 
     latents = denoise(
         editor, state.latents, windows, masks, source_at if settings.irjs else None,
-        start=state.step, callback=after_step, advance=lambda: bar.update(1),
+        start=state.step, callback=after_step, advance=lambda: tracker.advance(phase["name"]),
     )
-    bar.close()
     return latents
 
 
