@@ -182,6 +182,8 @@ class EditJob(BaseModel):
 
     report: Path | None = None
     checkpoint_every: int = Field(5, ge=1)
+    attention_video: Path | None = None  # each object word's cross-attention over the source frames
+    attention_strips: bool = False  # <output stem>.attention-<word>.png (also with attention_video or preview)
 
     @field_validator("objects")
     @classmethod
@@ -214,6 +216,11 @@ class EditJob(BaseModel):
         if self.use_fusion and self.inversion_prompt == "empty":
             raise ValueError("attention fusion (fatezero) stores the source prompt's maps: use inversion_prompt source")
         return self
+
+    @property
+    def wants_attention_pictures(self) -> bool:
+        """Whether the run keeps its word maps to draw the attention pictures (video and/or strips)."""
+        return self.attention_video is not None or self.attention_strips
 
     @property
     def effective_guidance(self) -> float:

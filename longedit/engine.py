@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longedit import atomic, latent_decode
+from longedit import atomic, attention_pictures, latent_decode
+from longedit.attention_pictures import MapStore
 from longedit.backbones.adapters import adapter_for
 from longedit.composite import BackgroundMeter, composite, feathered_alpha
 from longedit.config import EditJob, ObjectSpec
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
-from longedit.editor import LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
+from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
 from longedit.errors import JobInterrupted, UserError
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
@@ -37,6 +38,7 @@ from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
 
 VAE_CHUNK = 8
+MAPS_NAME = "attention-maps.f16"
 DEFAULT_WINDOW = {"cuda": 16, "cpu": 8}
 TINY_WARNING = "--model tiny is a random model for smoke runs: its output is not a meaningful edit"
 
@@ -75,11 +77,26 @@ def prepare(job: EditJob) -> Prepared:
     from longedit.segmentation.mask_folder import check_mask_folders
 
     check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
+    check_attention_pictures(job, objects)
     notices = []
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
         notices.append("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
     size = processing_size(info.width, info.height, job.size)
     return Prepared(info=info, objects=objects, processed_size=size, notices=notices)
+
+
+def check_attention_pictures(job: EditJob, objects: list[ObjectSpec]) -> None:
+    """The attention pictures need an object word, and a video path that is neither the input nor the output."""
+    if not job.wants_attention_pictures:
+        return
+    if not objects:
+        raise UserError("attention pictures show the object words' attention, but no object is given",
+                        "add --object WORD=x0,y0,x1,y1 (or drop --attention-video / --attention-strips)")
+    if job.attention_video is not None:
+        video = Path(job.attention_video)
+        if video.expanduser().resolve() == Path(job.output).expanduser().resolve():
+            raise UserError(f"--attention-video '{video}' is the output video", "give the attention video its own name")
+        check_output_path(video, Path(job.input))
 
 
 def resolve_words(tokenizer, job: EditJob, objects: list[ObjectSpec]) -> list[WordTokens]:
@@ -231,7 +248,7 @@ def _counted(items: Iterator, advance: Callable[[], None] | None) -> Iterator:
 # ------------------------------------------------------------------------------------ checkpoints
 def job_fingerprint(job: EditJob, info: VideoInfo) -> str:
     """What the result depends on: settings (not output/report paths) and the input file's identity."""
-    settings = job.model_dump(mode="json", exclude={"output", "report", "checkpoint_every", "eval", "paste_background", "feather"})
+    settings = job.model_dump(mode="json", exclude={"output", "report", "checkpoint_every", "eval", "paste_background", "feather", "attention_video", "attention_strips"})
     return checkpoint.job_fingerprint(settings, Path(job.input), info.frames)
 
 
@@ -346,7 +363,10 @@ def run_edit(
     keeper = StepKeeper(state, work_dir, stop_event, job.checkpoint_every)
     keeper.editor = editor
     try:
-        with loop_resources(job, editor, state, work_dir, fusion_plan) as (fusion, trajectory):
+        with (
+            loop_resources(job, editor, state, work_dir, fusion_plan) as (fusion, trajectory),
+            picture_store(job, editor, state, work_dir, prepared, backbone) as store,
+        ):
             latents = run_inversion(editor, state, keeper, trajectory, tracker)
             latents = run_denoise(editor, state, keeper, masks, trajectory, tracker)
             if fusion is not None:
@@ -360,9 +380,11 @@ def run_edit(
                 backbone, latents, prepared.info, job, prepared.processed_size, lambda: tracker.advance("encode"), masks
             )
             keeper.lap("encode_s")
+            pictures = draw_attention_pictures(job, prepared, store, masks, words, tracker)
     finally:
         tracker.close()
     report = build_report(job, prepared, backbone, editor, state, masks, words, latents, resumed_from, started)
+    report["attention_pictures"] = pictures
     if job.report is not None:
         write_json_atomic(Path(job.report), report)
     return report
@@ -413,15 +435,15 @@ def start_state(job, prepared, backbone, windows, window_plan, work_dir, tracker
 # Prior cost per unit of each phase, in frame-forwards (one UNet forward of one frame); they only set the
 # ratios between phases until those are measured (longedit.progress). A RAD step per window: the
 # conditional forward and its backward (~3) plus the guided forward of 2 x the frames.
-DECODE_COST, TRACK_COST, ENCODE_COST = 0.5, 1.0, 1.0
+DECODE_COST, TRACK_COST, ENCODE_COST, PICTURES_COST = 0.5, 1.0, 1.0, 0.2
 INVERSION_COST, RAD_COST, EDIT_COST = 1.0, 5.0, 2.0
 
 
-def job_phases(job: EditJob, frames: int, windows: list[tuple[int, int]], guided: bool, tracking: bool) -> list[Phase]:
+def job_phases(job: EditJob, frames: int, windows: list[tuple[int, int]], has_words: bool, tracking: bool) -> list[Phase]:
     """The phases of a job for its progress: units (frames, window-steps) and prior costs per unit."""
     length = max(end - start for start, end in windows)
     steps, count = job.steps, len(windows)
-    rad_steps = min(job.guided_steps, steps) if guided else 0
+    rad_steps = min(job.guided_steps, steps) if job.use_rad and has_words else 0
     return [
         Phase("decode", frames, DECODE_COST),
         Phase("masks", frames if tracking else 0, TRACK_COST),
@@ -429,6 +451,7 @@ def job_phases(job: EditJob, frames: int, windows: list[tuple[int, int]], guided
         Phase("edit+rad", rad_steps * count, RAD_COST * length),
         Phase("edit", (steps - rad_steps) * count, EDIT_COST * length),
         Phase("encode", frames, ENCODE_COST),
+        Phase("pictures", frames if job.wants_attention_pictures and has_words else 0, PICTURES_COST),
     ]
 
 
@@ -437,9 +460,8 @@ def job_progress(
 ) -> JobProgress:
     """The job's one progress measure (bar, ETA, `progress.json` in the work folder), seeded from a checkpoint."""
     frames = prepared.info.frames
-    guided = job.use_rad and has_words
     tracking = any(o.track == "sam2" for o in prepared.objects)
-    phases = job_phases(job, frames, windows, guided, tracking)
+    phases = job_phases(job, frames, windows, has_words, tracking)
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
     tracker = JobProgress(phases, path=None if work_dir is None else work_dir / PROGRESS_NAME, bar=bar)
@@ -502,6 +524,51 @@ def loop_resources(job: EditJob, editor: VideoEditor, state: RunState, work_dir:
             trajectory.path.unlink(missing_ok=True)
         if fusion is not None and work_dir is None:
             fusion.store.close(delete=True)
+
+
+@contextlib.contextmanager
+def picture_store(job: EditJob, editor: VideoEditor, state: RunState, work_dir: Path | None, prepared: Prepared, backbone):
+    """The on-disk store of the word maps for the attention pictures (None when none are asked for), fed by
+    the editor's `map_sink`; in the work folder (kept for a resume) or beside the output (removed)."""
+    if not job.wants_attention_pictures or not editor.words:
+        yield None
+        return
+    folder = work_dir if work_dir is not None else Path(job.output).resolve().parent
+    name = MAPS_NAME if work_dir is not None else f".{Path(job.output).name}.{os.getpid()}.{MAPS_NAME}"
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = latent_grid(prepared, backbone)
+    grid = (height // MAP_SCALE, width // MAP_SCALE)
+    store = MapStore(folder / name, editor.picture_steps, prepared.info.frames, len(editor.words), grid, create=is_fresh(state))
+    editor.map_sink = store.put
+    try:
+        yield store
+    finally:
+        editor.map_sink = None
+        store.close(delete=work_dir is None)
+
+
+def draw_attention_pictures(job: EditJob, prepared: Prepared, store, masks, words, tracker: JobProgress) -> dict:
+    """The attention video and strips from the stored maps (one pass over the source frames); the
+    report's `attention_pictures`, paths relative to the report's folder (else the output's)."""
+    base = Path(job.report if job.report is not None else job.output).resolve().parent
+    if store is None:
+        return attention_pictures.report_entry(None, {}, base)
+    info, size = prepared.info, prepared.processed_size
+    strips = {w.word: attention_pictures.strip_path(Path(job.output), w.word) for w in words}
+    video = None if job.attention_video is None else Path(job.attention_video)
+
+    def writer_for(width: int, height: int) -> VideoWriter:
+        return VideoWriter(video, width, height, info.fps, timestamps=info.timestamps[: info.frames])
+
+    tracker.start("pictures")
+    shown = attention_pictures.render(
+        store, iter_frames(info.path, size=size, end=info.frames), None if masks is None else masks.latent,
+        [w.word for w in words], writer_for if video is not None else None, strips, lambda: tracker.advance("pictures"),
+    )
+    tracker.finish("pictures")
+    if not shown:
+        return attention_pictures.report_entry(None, {}, base)
+    return attention_pictures.report_entry(video, strips, base)
 
 
 def run_inversion(editor: VideoEditor, state: RunState, keeper: StepKeeper, trajectory, tracker: JobProgress) -> torch.Tensor:

@@ -94,7 +94,7 @@ def test_seed_progress_books_a_checkpoint_by_phase():
 
     job = EditJob(input="a.mp4", output="b.mp4", source_prompt="a car", prompt="a robot", steps=6)
     windows = [(0, 4), (2, 6)]
-    tracker = JobProgress(job_phases(job, 6, windows, guided=True, tracking=False))
+    tracker = JobProgress(job_phases(job, 6, windows, has_words=True, tracking=False))
     assert {n: p.total for n, p in tracker.phases.items()} == {
         "decode": 6, "inversion": 12, "edit+rad": 6, "edit": 6, "encode": 6,
     }
@@ -111,6 +111,7 @@ def small_clip(tmp_path_factory) -> Path:
     return make_video(tmp_path_factory.mktemp("progress") / "clip.mp4", frames=6)
 
 
+@pytest.mark.slow
 def test_edit_counts_every_phase_into_one_bar_and_the_progress_file(small_clip, tmp_path, capsys):
     from longedit.engine import run_edit
     from longedit.jobs.jobfile import load_job

@@ -68,6 +68,10 @@ def print_summary(report: dict) -> None:
         evaluation = report["eval"]
         lines = summary_lines(evaluation) if evaluation.get("frames") else [f"n/a ({evaluation['reason']})"]
         typer.echo("eval: " + "\n".join(lines))
+    pictures = report.get("attention_pictures") or {}
+    if pictures.get("video") or pictures.get("strips"):
+        names = ([pictures["video"]] if pictures.get("video") else []) + list(pictures["strips"].values())
+        typer.echo(f"  attention pictures: {', '.join(names)}")
     for line in report.get("warnings", []):
         typer.echo(f"warning: {line}", err=True)
 
@@ -128,6 +132,8 @@ def edit(
     fuse_disk_budget: Annotated[Optional[str], typer.Option(help="FateZero: disk the attention store may take, e.g. 50GB [half the free disk].")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a JSON report (timing, memory, attention shares, windows).")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps into --work-dir [5].")] = None,
+    attention_video: Annotated[Optional[Path], typer.Option(help="Also write a video of each object word's cross-attention (the maps RAD works on, at its steps) over the source frames, its region outlined; implies --attention-strips.")] = None,
+    attention_strips: Annotated[Optional[bool], typer.Option("--attention-strips", help="Write <output stem>.attention-<word>.png per object word: a few steps x a few frames of its attention.")] = None,
     work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
 ) -> None:

@@ -4,7 +4,7 @@ A job file holds the keys of `EditJob` (the `longedit edit` flags in snake_case)
 relative to the job file's folder, so a job folder can be moved or shared as a unit:
 
 - input paths (`input`, `masks`, `objects[].masks`) resolve against `base_dir` (the job file's folder);
-- output paths (`output`, `report`) resolve against `output_dir` (the same folder unless the caller
+- output paths (`output`, `report`, `attention_video`) resolve against `output_dir` (the same folder unless the caller
   says otherwise; the watched folder puts them in the job's own folder so results land in `done/NAME/`).
 
 Two keys may be left out:
@@ -29,7 +29,7 @@ from longedit.errors import UserError
 JOB_SUFFIXES = (".yaml", ".yml")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm", ".avi")
 INPUT_PATH_KEYS = ("input", "masks")
-OUTPUT_PATH_KEYS = ("output", "report")
+OUTPUT_PATH_KEYS = ("output", "report", "attention_video")
 
 
 def read_job_mapping(path: Path, label: str | None = None) -> dict[str, Any]:
