@@ -8,6 +8,7 @@ with the same job resumes from the checkpoint with bit-identical results on CPU.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import resource
@@ -24,7 +25,7 @@ from longedit import atomic, attention_pictures, latent_decode
 from longedit.attention_pictures import MapStore
 from longedit.backbones.adapters import adapter_for
 from longedit.composite import BackgroundMeter, composite, feathered_alpha
-from longedit.config import EditJob, ObjectSpec
+from longedit.config import EditJob, ObjectSpec, preview_job
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
 from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
@@ -103,8 +104,14 @@ def resolve_words(tokenizer, job: EditJob, objects: list[ObjectSpec]) -> list[Wo
     return [word_tokens(tokenizer, job.prompt, obj.word, job.token_mode) for obj in objects]
 
 
+def as_run(job: EditJob) -> EditJob:
+    """The job as it runs: a preview writes its own files (`longedit.config.preview_job`), the job as given otherwise."""
+    return preview_job(job) if job.preview else job
+
+
 def preflight(job: EditJob) -> dict:
     """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes."""
+    job = as_run(job)
     prepared = prepare(job)
     tokenizer = load_tokenizer(job.model, job.local_files_only)
     words = resolve_words(tokenizer, job, prepared.objects)
@@ -117,6 +124,7 @@ def preflight(job: EditJob) -> dict:
         "processed_size": list(prepared.processed_size),
         "objects": {w.word: list(w.indices) for w in words},
         "model": job.model,
+        "output": str(job.output),
     }
 
 
@@ -284,7 +292,8 @@ class StepKeeper:
         if self.work_dir is not None and (stopping or step % (every or self.every) == 0):
             self.save(phase, step, latents)
         if stopping:
-            raise JobInterrupted(f"stopped at {phase} step {step}; checkpoint saved in {self.work_dir}")
+            saved = f"checkpoint saved in {self.work_dir}" if self.work_dir is not None else "nothing saved (no work folder)"
+            raise JobInterrupted(f"stopped at {phase} step {step}; {saved}")
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -334,8 +343,13 @@ def run_edit(
     progress: bool = True,
     stop_event: threading.Event | None = None,
 ) -> dict:
-    """Run one edit job; returns the report (also written to job.report). See module docstring."""
+    """Run one edit job; returns the report (also written to job.report). See module docstring.
+
+    A preview (`job.preview`) edits the first frames only (`preview_frames`) into its own files, and
+    never checkpoints (it takes minutes): `work_dir` then only gets its `progress.json`.
+    """
     started = time.perf_counter()
+    job = as_run(job)
     prepared = prepare(job)
     device = resolve_device(job.device)
     if device.type == "cuda":
@@ -343,15 +357,20 @@ def run_edit(
     backbone = load_backbone(job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
     words = resolve_words(backbone.tokenizer, job, prepared.objects)
     settings = loop_settings(job, device)
-    work_dir = Path(work_dir) if work_dir is not None else None
+    progress_dir = Path(work_dir) if work_dir is not None else None
+    work_dir = None if job.preview else progress_dir
     state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
     resumed_from = None if state is None else {"phase": state.phase, "step": state.step}
     if state is None:  # a resumed job keeps its windows, whatever memory is free now
         windows, window_plan = plan_run_windows(job, prepared, backbone, words, settings)
     else:
         windows, window_plan = state.windows, state.window_plan
+    source_frames = prepared.info.frames
+    if job.preview:
+        prepared = first_frames(prepared, preview_frames(job, window_plan))
+        windows = plan_windows(prepared.info.frames, window_plan.length, window_plan.stride)
     fusion_plan = plan_fusion_for(job, backbone, state, windows, latent_grid(prepared, backbone), work_dir)
-    tracker = job_progress(job, prepared, windows, bool(words), state, work_dir, progress)
+    tracker = job_progress(job, prepared, windows, bool(words), state, progress_dir, progress)
     if state is None:
         state = start_state(job, prepared, backbone, windows, window_plan, work_dir, tracker, stop_event)
     masks = restore_or_build_masks(job, prepared, backbone, state, tracker)
@@ -385,9 +404,25 @@ def run_edit(
         tracker.close()
     report = build_report(job, prepared, backbone, editor, state, masks, words, latents, resumed_from, started)
     report["attention_pictures"] = pictures
+    report["preview"] = {"frames": prepared.info.frames, "source_frames": source_frames} if job.preview else None
     if job.report is not None:
         write_json_atomic(Path(job.report), report)
     return report
+
+
+def preview_frames(job: EditJob, plan: WindowPlan) -> int:
+    """How many first frames a preview edits: `preview: N`, or one window of the job's plan (`preview: true`)."""
+    return plan.length if job.preview is True else int(job.preview)
+
+
+def first_frames(prepared: Prepared, frames: int) -> Prepared:
+    """`prepared` cut to its first `frames` frames (at most the video's): what a preview decodes, edits and writes."""
+    info = prepared.info
+    frames = max(1, min(frames, info.frames))
+    clipped = dataclasses.replace(
+        info, frames=frames, timestamps=info.timestamps[:frames], duration_s=float(frames / info.fps),
+    )
+    return dataclasses.replace(prepared, info=clipped)
 
 
 def plan_run_windows(job: EditJob, prepared: Prepared, backbone: Backbone, words, settings: LoopSettings):
@@ -464,7 +499,8 @@ def job_progress(
     phases = job_phases(job, frames, windows, has_words, tracking)
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
-    tracker = JobProgress(phases, path=None if work_dir is None else work_dir / PROGRESS_NAME, bar=bar)
+    path = None if work_dir is None else work_dir / PROGRESS_NAME
+    tracker = JobProgress(phases, path=path, bar=bar, preview=bool(job.preview))
     if state is not None:
         seed_progress(tracker, state, job.steps, len(windows), frames)
     return tracker

@@ -166,6 +166,7 @@ def watch(
     max_attempts: Annotated[int, typer.Option(min=1, help="A job whose attempts failed (or died) this often goes to failed/.")] = 3,
     retry_delay: Annotated[float, typer.Option(min=0.0, help="Seconds before retrying a failed attempt.")] = 10.0,
     stale_after: Annotated[float, typer.Option(min=1.0, help="A claim from another host without heartbeat this long is taken over.")] = 120.0,
+    preview_first: Annotated[bool, typer.Option("--preview-first", help="Preview each new job (one window, attention pictures) into FOLDER/previews/NAME/ before running it; a bad job fails there.")] = False,
     runner: Annotated[Optional[str], typer.Option(hidden=True, help=RUNNER_HELP)] = None,
 ) -> None:
     """Run every job dropped into FOLDER/inbox: NAME.yaml (+ NAME.mp4 when the job has no `input`).
@@ -184,7 +185,7 @@ def watch(
     workers = workers or execute.default_workers()
     options = WatchOptions(
         workers=workers, poll=poll, settle=settle, once=once, stale_after=stale_after,
-        policy=RetryPolicy(max_attempts=max_attempts, retry_delay=retry_delay),
+        policy=RetryPolicy(max_attempts=max_attempts, retry_delay=retry_delay), preview_first=preview_first,
     )
     with _log_to_stderr():
         watcher = Watcher(folder, execute, options)

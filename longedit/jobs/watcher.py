@@ -47,6 +47,7 @@ class WatchOptions:
     stale_after: float = 120.0
     heartbeat: float = 5.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    preview_first: bool = False  # preview each new job into previews/NAME/ before running it
 
 
 class Watcher:
@@ -63,7 +64,9 @@ class Watcher:
         self.options = options or WatchOptions()
         self.spool = Spool(Path(root).absolute()).create()
         self.ledger = Ledger(self.spool.ledger_path)
-        self.processor = JobProcessor(self.spool, self.ledger, execute, self.options.policy)
+        self.processor = JobProcessor(
+            self.spool, self.ledger, execute, self.options.policy, preview_first=self.options.preview_first
+        )
         scanner_kwargs = {"probe": probe} if probe is not None else {}
         self.scanner = InboxScanner(
             self.spool, settle=self.options.settle, corrupt_after=self.options.corrupt_after, **scanner_kwargs
