@@ -149,3 +149,38 @@ def test_bad_attention_video_fails_before_long_work(clip, tmp_path, capsys, monk
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and "\n" not in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_resumed_edit_draws_the_same_pictures_from_the_maps_kept_in_its_work_folder(clip, tmp_path, monkeypatch):
+    """Stopped after the first RAD step and resumed: step 0's maps come from the work folder, step 1's from
+    the resumed run; the strips equal those of an uninterrupted run pixel for pixel."""
+    import threading
+
+    from longedit.config import EditJob
+    from longedit.errors import JobInterrupted
+
+    def job(out: Path) -> EditJob:
+        return EditJob(input=clip, output=out, source_prompt=SOURCE, prompt=PROMPT, model="tiny", steps=4, size=64,
+                       window=4, preset="fast", checkpoint_every=1, attention_strips=True,
+                       objects=[{"word": "duck", "box": (10, 10, 50, 40)}])
+
+    engine.run_edit(job(tmp_path / "whole.mp4"), progress=False)
+    stop = threading.Event()
+    original = MapStore.put
+
+    def put_then_stop(self, step, position, start, end, maps):
+        original(self, step, position, start, end, maps)
+        if step == 0 and end == 7:  # the last window of the first step
+            stop.set()
+
+    monkeypatch.setattr(MapStore, "put", put_then_stop)
+    work = tmp_path / "work"
+    with pytest.raises(JobInterrupted, match="stopped at edit step 1"):
+        engine.run_edit(job(tmp_path / "resumed.mp4"), work_dir=work, progress=False, stop_event=stop)
+    assert (work / engine.MAPS_NAME).exists()
+    report = engine.run_edit(job(tmp_path / "resumed.mp4"), work_dir=work, progress=False, stop_event=threading.Event())
+    assert report["resumed_from"] == {"phase": "edit", "step": 1}
+    whole = np.asarray(Image.open(tmp_path / "whole.attention-duck.png"))
+    resumed = np.asarray(Image.open(tmp_path / "resumed.attention-duck.png"))
+    assert whole.shape == resumed.shape and np.array_equal(whole, resumed)
