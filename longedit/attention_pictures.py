@@ -211,6 +211,22 @@ def render(
     return steps
 
 
+def report_base(report: Path | None, output: Path) -> Path:
+    """The folder the report's picture paths are relative to: the report's, else the output's (where a
+    caller that writes the report itself, e.g. `longedit watch`, usually puts it)."""
+    return Path(report if report is not None else output).resolve().parent
+
+
+def rebased(entry: dict, old_base: Path, new_base: Path) -> dict:
+    """An `attention_pictures` entry with its paths relative to `new_base` instead of `old_base`."""
+
+    def move(path: str) -> str:
+        return os.path.relpath((Path(old_base) / path).resolve(), Path(new_base).resolve())
+
+    return {"video": None if entry.get("video") is None else move(entry["video"]),
+            "strips": {word: move(path) for word, path in (entry.get("strips") or {}).items()}}
+
+
 def report_entry(video: Path | None, strips: dict[str, Path], base: Path) -> dict:
     """The report's `attention_pictures`: paths relative to `base` (the report's folder)."""
 

@@ -305,3 +305,8 @@ def preview_job(job: EditJob) -> EditJob:
         "attention_strips": pictures,
         "eval": False,
     })
+
+
+def as_run(job: EditJob) -> EditJob:
+    """The job as it runs: a preview writes its own files (`preview_job`), the job as given otherwise."""
+    return preview_job(job) if job.preview else job

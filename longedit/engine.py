@@ -25,7 +25,7 @@ from longedit import atomic, attention_pictures, latent_decode
 from longedit.attention_pictures import MapStore
 from longedit.backbones.adapters import adapter_for
 from longedit.composite import BackgroundMeter, composite, feathered_alpha
-from longedit.config import EditJob, ObjectSpec, preview_job
+from longedit.config import EditJob, ObjectSpec, as_run
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
 from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
@@ -102,11 +102,6 @@ def check_attention_pictures(job: EditJob, objects: list[ObjectSpec]) -> None:
 
 def resolve_words(tokenizer, job: EditJob, objects: list[ObjectSpec]) -> list[WordTokens]:
     return [word_tokens(tokenizer, job.prompt, obj.word, job.token_mode) for obj in objects]
-
-
-def as_run(job: EditJob) -> EditJob:
-    """The job as it runs: a preview writes its own files (`longedit.config.preview_job`), the job as given otherwise."""
-    return preview_job(job) if job.preview else job
 
 
 def preflight(job: EditJob) -> dict:
@@ -586,7 +581,7 @@ def picture_store(job: EditJob, editor: VideoEditor, state: RunState, work_dir: 
 def draw_attention_pictures(job: EditJob, prepared: Prepared, store, masks, words, tracker: JobProgress) -> dict:
     """The attention video and strips from the stored maps (one pass over the source frames); the
     report's `attention_pictures`, paths relative to the report's folder (else the output's)."""
-    base = Path(job.report if job.report is not None else job.output).resolve().parent
+    base = attention_pictures.report_base(job.report, job.output)
     if store is None:
         return attention_pictures.report_entry(None, {}, base)
     info, size = prepared.info, prepared.processed_size

@@ -55,6 +55,21 @@ def test_drawing_helpers():
     assert strip_path(Path("/x/clip-edited.mp4"), "duck") == Path("/x/clip-edited.attention-duck.png")
 
 
+def test_a_watched_job_with_its_output_elsewhere_gets_paths_relative_to_its_report(tmp_path):
+    from longedit.config import EditJob
+    from longedit.jobs.worker import _pictures_relative_to
+
+    job = EditJob(input="a.mp4", output=tmp_path / "videos" / "out.mp4", source_prompt="a", prompt="a duck")
+    entry = {"video": None, "strips": {"duck": "out.attention-duck.png"}}  # as the engine wrote it, beside the output
+    folder = tmp_path / "watched" / "processing" / "job"
+    report = _pictures_relative_to({"frames": 3, "attention_pictures": entry}, job, folder)
+    assert report == {"frames": 3, "attention_pictures": {
+        "video": None, "strips": {"duck": "../../../videos/out.attention-duck.png"}}}
+    preview = job.model_copy(update={"preview": True})  # a preview's report sits beside its video too
+    assert _pictures_relative_to({"attention_pictures": entry}, preview, tmp_path / "videos")["attention_pictures"] == entry
+    assert _pictures_relative_to({"frames": 3}, job, folder) == {"frames": 3}
+
+
 def test_the_sink_gets_rads_own_maps_at_rad_steps_without_extra_forwards(tiny_backbone):
     words = [word_tokens(tiny_backbone.tokenizer, PROMPT, "duck")]
     settings = LoopSettings(steps=3, guided_steps=2, refine=False, kernel_backend="reference")

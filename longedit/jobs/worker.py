@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from longedit.config import EditJob, preview_job
+from longedit.config import EditJob, as_run, preview_job
 from longedit.errors import UserError
 from longedit.jobs.jobfile import load_job, read_job_mapping
 from longedit.jobs.ledger import Ledger
@@ -175,7 +175,7 @@ class JobProcessor:
                         return self._release(job, "stopped while waiting to retry", attempts_delta=0)
                 continue
             self.ledger.add_run_seconds(job.job_id, time.time() - started)
-            return self._done(job, report)
+            return self._done(job, _pictures_relative_to(report, edit, job.folder))
 
     def _preview(self, job: JobFolder, edit: EditJob, stop_event: threading.Event, owner: str) -> Outcome | None:
         """Preview `edit` into previews/NAME/ unless done before; an outcome ends the job, None goes on to the full run."""
@@ -271,6 +271,17 @@ class JobProcessor:
                                detail=message)
         log.error("%s: failed -> %s: %s", job.name, target, message)
         return "failed"
+
+
+def _pictures_relative_to(report: dict[str, Any], edit: EditJob, folder: Path) -> dict[str, Any]:
+    """The report with its attention picture paths relative to `folder`, where its report.json goes."""
+    entry = report.get("attention_pictures")
+    if not isinstance(entry, dict):
+        return report
+    from longedit.attention_pictures import rebased, report_base
+
+    ran = as_run(edit)
+    return {**report, "attention_pictures": rebased(entry, report_base(ran.report, ran.output), folder)}
 
 
 def _json(data: dict[str, Any]) -> str:
