@@ -37,6 +37,9 @@ def _click_exception() -> type[Exception]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `longedit` script; returns the exit code."""
     _register_commands()
+    from longedit.commands.edit import optional_preview_value
+
+    argv = optional_preview_value(list(sys.argv[1:] if argv is None else argv))
     try:
         result = app(args=argv, prog_name="longedit", standalone_mode=False)
     except UserError as error:

@@ -19,6 +19,7 @@ from longedit.errors import UserError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SAM2_MODEL = "facebook/sam2.1-hiera-tiny"
+PREVIEW_TAG = "preview"  # a preview writes <output stem>.preview<ext>, .preview.json, .preview.attention.mp4
 REATCO_GUIDANCE = 12.5  # official ReAtCo editing scripts
 FATEZERO_GUIDANCE = 7.5  # official FateZero configs
 DEFAULT_CACHE_SIZE = "20GB"  # cap of the shared inversion cache (longedit.inversion_cache)
@@ -250,6 +251,9 @@ class EditJob(BaseModel):
     # `longedit run` and `watch` give their work folder's (DIR/inversion-cache) unless --no-cache.
     cache_dir: Path | None = None
     cache_size: str = DEFAULT_CACHE_SIZE
+    attention_video: Path | None = None  # each object word's cross-attention over the source frames
+    attention_strips: bool = False  # <output stem>.attention-<word>.png (also with attention_video or preview)
+    preview: bool | int = False  # edit only the first N frames (true: one window); see `preview_job`
 
     @field_validator("objects")
     @classmethod
@@ -259,6 +263,16 @@ class EditJob(BaseModel):
         if dupes:
             raise ValueError(f"word(s) {dupes} given for more than one object; use one object per word")
         return objects
+
+    @field_validator("preview", mode="before")
+    @classmethod
+    def _preview_frames(cls, value):
+        """true/false, or a number of frames >= 1."""
+        if value is None or isinstance(value, bool):
+            return bool(value)
+        if isinstance(value, int) and value >= 1:
+            return value
+        raise ValueError(f"preview must be true (one window) or a number of frames >= 1, not {value!r}")
 
     @field_validator("equalize", mode="before")
     @classmethod
@@ -298,6 +312,11 @@ class EditJob(BaseModel):
         if self.use_fusion and self.inversion_prompt == "empty":
             raise ValueError("attention fusion (fatezero) stores the source prompt's maps: use inversion_prompt source")
         return self
+
+    @property
+    def wants_attention_pictures(self) -> bool:
+        """Whether the run keeps its word maps to draw the attention pictures (video and/or strips)."""
+        return self.attention_video is not None or self.attention_strips
 
     @property
     def effective_guidance(self) -> float:
@@ -364,3 +383,26 @@ class EditJob(BaseModel):
                 obj = obj.model_copy(update={"track": "sam2"})
             resolved.append(obj)
         return resolved
+
+
+def preview_job(job: EditJob) -> EditJob:
+    """What a preview (`job.preview` set) runs and writes: the first frames of the job at its settings,
+    into files named after the output with `.preview` - `<stem>.preview<ext>`, its report
+    `<stem>.preview.json`, its attention video `<stem>.preview.attention.mp4` and strips (when it has
+    objects, whose words they show) - beside the output, so the full job's files are never touched.
+    No eval (it would compare a part with the whole)."""
+    output = Path(job.output)
+    stem = output.with_name(f"{output.stem}.{PREVIEW_TAG}")
+    pictures = bool(job.objects)
+    return job.model_copy(update={
+        "output": stem.with_name(f"{stem.name}{output.suffix}"),
+        "report": stem.with_name(f"{stem.name}.json"),
+        "attention_video": stem.with_name(f"{stem.name}.attention.mp4") if pictures else None,
+        "attention_strips": pictures,
+        "eval": False,
+    })
+
+
+def as_run(job: EditJob) -> EditJob:
+    """The job as it runs: a preview writes its own files (`preview_job`), the job as given otherwise."""
+    return preview_job(job) if job.preview else job

@@ -16,6 +16,8 @@ The backbone's adapter (`longedit.backbones.adapters`) decides how the UNet is c
 frames, or UNet3D videos), whether an anchor frame may be prepended and which attn1 processor is used.
 An optional attention fusion (FateZero, `longedit.fatezero`, `attach_fusion`) stores the source
 attention maps during inversion and fuses them into the classifier-free guided pass of editing.
+An optional `map_sink` receives the per-word maps the edit computes anyway (RAD's, at its steps), window
+by window, for the attention pictures (`longedit.attention_pictures`): no extra forward.
 The loop drivers `invert` and `denoise` (bottom of this file) are what the engine, the bench and the
 window planner call.
 """
@@ -53,6 +55,9 @@ MAP_SCALE = 4  # RAD maps live at latent/4 = frame/32
 FP16_LOSS_SCALE = 1024.0
 SOURCE_NOISE_MODES = ("fresh", "fixed", "inversion")
 ANCHOR_MODES = ("window", "video")
+
+#: map_sink(step, window position, start, end, maps [frames, words, h, w] on the CPU)
+MapSink = Callable[[int, int, int, int, torch.Tensor], None]
 
 
 @dataclass
@@ -128,6 +133,8 @@ class VideoEditor:
         self.step_sizes = step_sizes(settings.step_size, settings.steps, settings.step_schedule)
         self.refinement = refinement_thresholds(settings.steps) if settings.refine else {}
         self.unet_forwards = 0
+        self.map_sink: MapSink | None = None
+        self._maps: torch.Tensor | None = None  # the last word maps of the window (for map_sink)
 
     # ----------------------------------------------------------------------------------- basics
     @torch.no_grad()
@@ -163,6 +170,18 @@ class VideoEditor:
             self._take_unet()
         self.unet_forwards += 1
         return self.adapter.forward(self.backbone.unet, x, timestep, embedding, self.context.frames)
+
+    @property
+    def picture_steps(self) -> int:
+        """How many first edit steps give their maps to `map_sink`: RAD's guided steps (the smoothed,
+        normalised maps of its last guided forward at each step); without RAD (or with 0 RAD steps)
+        every step, with the conditional branch's maps of the guided forward (raw, as recorded)."""
+        settings = self.settings
+        guided = min(settings.guided_steps, settings.steps) if settings.rad else 0
+        return guided if guided > 0 else settings.steps
+
+    def _sink_rad_maps(self) -> bool:
+        return self.settings.rad and min(self.settings.guided_steps, self.settings.steps) > 0
 
     def attach_fusion(self, fusion) -> None:
         """Use attention fusion `fusion` (longedit.fatezero.AttentionFusion) from now on."""
@@ -260,6 +279,8 @@ class VideoEditor:
                     pass
                 height, width = own.shape[-2] // MAP_SCALE, own.shape[-1] // MAP_SCALE
                 maps = word_maps([m[offset:] for m in context.maps], self.loss_plan, height, width, self.settings.smoothing)
+                if self.map_sink is not None:
+                    self._maps = maps.detach()
                 loss = rad_loss(maps, masks.to(maps.device), self.settings.topk_ratio)
                 target = loss.total if objective is None else objective(loss)
                 scale = FP16_LOSS_SCALE if own.dtype == torch.float16 else 1.0
@@ -306,6 +327,8 @@ class VideoEditor:
             height, width = own.shape[-2] // MAP_SCALE, own.shape[-1] // MAP_SCALE
             maps = word_maps(captured, self.record_plan, height, width, smoothing=False)
             shares = attention_share(maps, masks_map.to(maps.device))
+            if self.map_sink is not None and not self._sink_rad_maps():
+                self._maps = maps
         return eps[offset:], shares
 
     def edit_step(
@@ -334,6 +357,7 @@ class VideoEditor:
         for position, (start, end) in enumerate(windows):
             anchor, own = self.window_inputs(latents, start, end)
             masks_map = masks.at_map_resolution(start, end, MAP_SCALE) if masks is not None else None
+            self._maps = None
             if guided:
                 own, update = self.rad_update(anchor, own, index, masks_map)
                 stats.losses.extend(update.losses)
@@ -346,6 +370,9 @@ class VideoEditor:
             if shares is not None:
                 stats.inside += shares[0].cpu()
                 stats.total += shares[1].cpu()
+            if self.map_sink is not None and self._maps is not None and index < self.picture_steps:
+                self.map_sink(index, position, start, end, self._maps.float().cpu())
+                self._maps = None
             merger.add(start, ddim_move(own.float(), eps, alpha_from, alpha_to))
             if advance:
                 advance()

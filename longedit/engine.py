@@ -8,32 +8,34 @@ with the same job resumes from the checkpoint with bit-identical results on CPU.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import resource
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from longedit import atomic, diskspace, latent_decode
+from longedit import atomic, attention_pictures, diskspace, latent_decode
+from longedit.attention_pictures import MapStore
 from longedit.backbones.adapters import adapter_for
 from longedit.composite import BackgroundMeter, composite, feathered_alpha
-from longedit.config import CACHE_FIELDS, EditJob, ObjectSpec
+from longedit.config import CACHE_FIELDS, EditJob, ObjectSpec, as_run
 from longedit.diskspace import DiskNeed
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
-from longedit.editor import LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
+from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
 from longedit.errors import JobInterrupted, UserError
 from longedit.inversion_cache import InversionCache, SharedInversion, cache_key, key_parts
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
+from longedit.progress import PROGRESS_NAME, JobProgress, Phase
 from longedit.video import (
     VideoInfo, VideoWriter, check_output_path, crop_note, even_size, iter_frames, probe, processing_size,
 )
@@ -41,6 +43,7 @@ from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
 
 VAE_CHUNK = 8
+MAPS_NAME = "attention-maps.f16"
 DEFAULT_WINDOW = {"cuda": 16, "cpu": 8}
 TINY_WARNING = "--model tiny is a random model for smoke runs: its output is not a meaningful edit"
 
@@ -84,6 +87,7 @@ def prepare(job: EditJob) -> Prepared:
     from longedit.segmentation.mask_folder import check_mask_folders
 
     check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
+    check_attention_pictures(job, objects)
     notices = []
     if job.window is not None and job.window > info.frames:
         notices.append(f"window {job.window} > {info.frames} frames: using one window of {info.frames}")
@@ -101,7 +105,6 @@ def _check_cache(job: EditJob) -> None:
         raise UserError(f"cannot read the cache size '{job.cache_size}'", "write it like 20GB, 500MB or 2GiB") from None
     if job.cache_dir is not None and Path(job.cache_dir).exists() and not Path(job.cache_dir).is_dir():
         raise UserError(f"cache folder '{job.cache_dir}' is a file", "give --cache-dir a folder; it is created when missing")
-
 
 
 DISK_FIX = "free some space, or write -o / --work-dir to a larger disk"
@@ -133,8 +136,23 @@ def resolve_words(tokenizer, job: EditJob, prepared: Prepared) -> list[WordToken
     return words
 
 
+def check_attention_pictures(job: EditJob, objects: list[ObjectSpec]) -> None:
+    """The attention pictures need an object word, and a video path that is neither the input nor the output."""
+    if not job.wants_attention_pictures:
+        return
+    if not objects:
+        raise UserError("attention pictures show the object words' attention, but no object is given",
+                        "add --object WORD=x0,y0,x1,y1 (or drop --attention-video / --attention-strips)")
+    if job.attention_video is not None:
+        video = Path(job.attention_video)
+        if video.expanduser().resolve() == Path(job.output).expanduser().resolve():
+            raise UserError(f"--attention-video '{video}' is the output video", "give the attention video its own name")
+        check_output_path(video, Path(job.input))
+
+
 def preflight(job: EditJob) -> dict:
     """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes."""
+    job = as_run(job)
     prepared = prepare(job)
     tokenizer = load_tokenizer(job.model, job.local_files_only)
     words = resolve_words(tokenizer, job, prepared)
@@ -148,14 +166,20 @@ def preflight(job: EditJob) -> dict:
         "objects": {w.word: list(w.indices) for w in words},
         "model": job.model,
         "notices": list(prepared.notices),
+        "output": str(job.output),
     }
 
 
 # ------------------------------------------------------------------------------------------ stages
 def encode_video(
-    backbone: Backbone, info: VideoInfo, size: tuple[int, int], progress: bool, stop_event: threading.Event | None = None
+    backbone: Backbone,
+    info: VideoInfo,
+    size: tuple[int, int],
+    advance: Callable[[], None] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> torch.Tensor:
-    """Stream-decode frames at the processing size and VAE-encode them in chunks -> host latents [F,4,h,w].
+    """Stream-decode the first `info.frames` frames at the processing size and VAE-encode them in chunks
+    -> host latents [F,4,h,w]; `advance()` after each frame.
 
     Checks `stop_event` between chunks so a stop request on a long video is honoured quickly.
     """
@@ -171,18 +195,16 @@ def encode_video(
             latents.append((vae.encode(pixels).latent_dist.mean * scale).float().cpu())
         chunk.clear()
 
-    bar = tqdm(total=info.frames, desc="decode", unit="frame", disable=not progress)
-    for frame in iter_frames(info.path, size=size):
+    for frame in iter_frames(info.path, size=size, end=info.frames):
         chunk.append(frame)
         if len(chunk) == VAE_CHUNK:
             flush()
             if stop_event is not None and stop_event.is_set():
-                bar.close()
                 raise JobInterrupted("stopped while encoding the source; nothing to resume yet")
-        bar.update(1)
+        if advance is not None:
+            advance()
     if chunk:
         flush()
-    bar.close()
     return torch.cat(latents)
 
 
@@ -201,19 +223,19 @@ def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def write_video(
-    backbone: Backbone, latents: torch.Tensor, info: VideoInfo, job: EditJob, size: tuple[int, int], progress: bool,
-    masks: ObjectMasks | None = None,
+    backbone: Backbone, latents: torch.Tensor, info: VideoInfo, job: EditJob, size: tuple[int, int],
+    advance: Callable[[], None] | None = None, masks: ObjectMasks | None = None,
 ) -> dict | None:
-    """Decode latents and stream them into the output file (atomic: temp name then rename), audio remuxed.
+    """Decode latents and stream them into the output file (atomic: temp name then rename), audio remuxed;
+    `advance()` after each frame.
 
     With `masks` and the background paste on, each frame's background is the source's own pixels
     (`longedit.composite`); returns what the paste measured (None without it).
     """
     out_size = size if job.keep_size else (info.width, info.height)
     paste = masks is not None and job.use_background_paste
-    sources = iter_frames(info.path, size=out_size) if paste else None
+    sources = iter_frames(info.path, size=out_size, end=info.frames) if paste else None
     meter = BackgroundMeter()
-    bar = tqdm(total=latents.shape[0], desc="encode", unit="frame", disable=not progress)
     with VideoWriter(
         job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path,
         warn_crop=False,  # the report and the summary line say it (`output_cropped`)
@@ -226,8 +248,8 @@ def write_video(
                 meter.add(frame, source, alpha)
                 frame = composite(frame, source, alpha)
             writer.write(frame)
-            bar.update(1)
-    bar.close()
+            if advance is not None:
+                advance()
     if not paste:
         return None
     return {"enabled": True, "feather_px": job.feather, "decoded_background_psnr_db": meter.mean(),
@@ -241,8 +263,10 @@ def _mask_reader(obj_folder: Path, word: str, frames: int, size: tuple[int, int]
     return load_mask_folder(Path(obj_folder).parent, Path(obj_folder).name, frames, size)
 
 
-def build_masks(job: EditJob, prepared: Prepared, grid: tuple[int, int], progress: bool) -> ObjectMasks | None:
-    """Object masks at latent resolution from boxes, mask folders or SAM2 tracking."""
+def build_masks(
+    job: EditJob, prepared: Prepared, grid: tuple[int, int], advance: Callable[[], None] | None = None
+) -> ObjectMasks | None:
+    """Object masks at latent resolution from boxes, mask folders or SAM2 tracking (`advance()` per tracked frame)."""
     objects = prepared.objects
     if not objects:
         return None
@@ -254,8 +278,9 @@ def build_masks(job: EditJob, prepared: Prepared, grid: tuple[int, int], progres
 
         tracker = track_masks(
             info.path, tracked, model=job.sam2_model, out_size=size, device=job.device, dilate=0,
-            box_masks=job.box_masks, min_area=job.min_area, local_files_only=job.local_files_only, progress=progress,
+            box_masks=job.box_masks, min_area=job.min_area, local_files_only=job.local_files_only, progress=False,
         )
+        tracker = _counted(tracker, advance)
     source_size = (info.width, info.height)
     return build_object_masks(
         objects, info.frames, source_size, grid, dilate_px=job.mask_dilate,
@@ -263,11 +288,23 @@ def build_masks(job: EditJob, prepared: Prepared, grid: tuple[int, int], progres
     )
 
 
+def _counted(items: Iterator, advance: Callable[[], None] | None) -> Iterator:
+    """`items`, calling `advance()` after each."""
+    for item in items:
+        yield item
+        if advance is not None:
+            advance()
+
+
 # ------------------------------------------------------------------------------------ checkpoints
 def job_fingerprint(job: EditJob, info: VideoInfo) -> str:
     """What the result depends on: settings (not output/report paths) and the input file's identity."""
     settings = job.model_dump(
-        mode="json", exclude={"output", "report", "checkpoint_every", "eval", "paste_background", "feather", *CACHE_FIELDS}
+        mode="json",
+        exclude={
+            "output", "report", "checkpoint_every", "eval", "paste_background", "feather", "attention_video",
+            "attention_strips", *CACHE_FIELDS,
+        },
     )
     return checkpoint.job_fingerprint(settings, Path(job.input), info.frames)
 
@@ -304,7 +341,8 @@ class StepKeeper:
         if self.work_dir is not None and (stopping or step % (every or self.every) == 0):
             self.save(phase, step, latents)
         if stopping:
-            raise JobInterrupted(f"stopped at {phase} step {step}; checkpoint saved in {self.work_dir}")
+            saved = f"checkpoint saved in {self.work_dir}" if self.work_dir is not None else "nothing saved (no work folder)"
+            raise JobInterrupted(f"stopped at {phase} step {step}; {saved}")
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -354,10 +392,16 @@ def run_edit(
     progress: bool = True,
     stop_event: threading.Event | None = None,
 ) -> dict:
-    """Run one edit job; returns the report (also written to job.report). See module docstring."""
+    """Run one edit job; returns the report (also written to job.report). See module docstring.
+
+    A preview (`job.preview`) edits the first frames only (`preview_frames`) into its own files, and
+    never checkpoints (it takes minutes): `work_dir` then only gets its `progress.json`.
+    """
     started = time.perf_counter()
+    job = as_run(job)
     prepared = prepare(job)
-    work_dir = Path(work_dir) if work_dir is not None else None
+    progress_dir = Path(work_dir) if work_dir is not None else None
+    work_dir = None if job.preview else progress_dir  # a preview keeps no checkpoint, only its progress file
     for target in (job.output, job.report):  # partials of killed runs of this job: garbage, and disk space
         if target is not None:
             atomic.remove_stale_temps(target)
@@ -376,10 +420,15 @@ def run_edit(
         windows, window_plan = plan_run_windows(job, prepared, backbone, words, settings)
     else:
         windows, window_plan = state.windows, state.window_plan
+    source_frames = prepared.info.frames
+    if job.preview:
+        prepared = first_frames(prepared, preview_frames(job, window_plan))
+        windows = plan_windows(prepared.info.frames, window_plan.length, window_plan.stride)
     fusion_plan = plan_fusion_for(job, backbone, state, windows, latent_grid(prepared, backbone), work_dir, needs)
+    tracker = job_progress(job, prepared, windows, bool(words), state, progress_dir, progress)
     if state is None:
-        state = start_state(job, prepared, backbone, windows, window_plan, work_dir, progress, stop_event)
-    masks = restore_or_build_masks(job, prepared, backbone, state, progress)
+        state = start_state(job, prepared, backbone, windows, window_plan, work_dir, tracker, stop_event)
+    masks = restore_or_build_masks(job, prepared, backbone, state, tracker)
     editor = VideoEditor(
         backbone, settings, job.source_prompt, job.prompt, words,
         inversion_prompt="" if job.effective_inversion_prompt == "empty" else None,
@@ -387,19 +436,31 @@ def run_edit(
     editor.unet_forwards = state.unet_forwards
     keeper = StepKeeper(state, work_dir, stop_event, job.checkpoint_every)
     keeper.editor = editor
-    with loop_resources(job, editor, state, work_dir, fusion_plan) as (fusion, trajectory):
-        shared = shared_inversion(job, prepared, backbone, editor, state, trajectory is not None)
-        latents = run_inversion(editor, state, keeper, trajectory, progress, shared)
-        latents = run_denoise(editor, state, keeper, masks, trajectory, progress)
-        if fusion is not None:
-            state.fatezero = fusion.report(prepared.info.frames)
-        keeper.save("decode", editor.schedule.steps, latents)
-        if fusion is not None:  # the decode phase never needs the maps again
-            fusion.store.close(delete=True)
-        keeper.clock = time.perf_counter()
-        state.paste = write_video(backbone, latents, prepared.info, job, prepared.processed_size, progress, masks)
-        keeper.lap("encode_s")
+    try:
+        with (
+            loop_resources(job, editor, state, work_dir, fusion_plan) as (fusion, trajectory),
+            picture_store(job, editor, state, work_dir, prepared, backbone) as store,
+        ):
+            shared = shared_inversion(job, prepared, backbone, editor, state, trajectory is not None)
+            latents = run_inversion(editor, state, keeper, trajectory, tracker, shared)
+            latents = run_denoise(editor, state, keeper, masks, trajectory, tracker)
+            if fusion is not None:
+                state.fatezero = fusion.report(prepared.info.frames)
+            keeper.save("decode", editor.schedule.steps, latents)
+            if fusion is not None:  # the decode phase never needs the maps again
+                fusion.store.close(delete=True)
+            keeper.clock = time.perf_counter()
+            tracker.start("encode")
+            state.paste = write_video(
+                backbone, latents, prepared.info, job, prepared.processed_size, lambda: tracker.advance("encode"), masks
+            )
+            keeper.lap("encode_s")
+            pictures = draw_attention_pictures(job, prepared, store, masks, words, tracker)
+    finally:
+        tracker.close()
     report = build_report(job, prepared, backbone, editor, state, masks, words, latents, resumed_from, started)
+    report["attention_pictures"] = pictures
+    report["preview"] = {"frames": prepared.info.frames, "source_frames": source_frames} if job.preview else None
     if job.report is not None:
         write_json_atomic(Path(job.report), report)
     return report
@@ -422,6 +483,21 @@ def tuned_model(job: EditJob, progress: bool, stop_event: threading.Event | None
         local_files_only=job.local_files_only, progress=progress, stop_event=stop_event,
     )
     return str(folder)
+
+
+def preview_frames(job: EditJob, plan: WindowPlan) -> int:
+    """How many first frames a preview edits: `preview: N`, or one window of the job's plan (`preview: true`)."""
+    return plan.length if job.preview is True else int(job.preview)
+
+
+def first_frames(prepared: Prepared, frames: int) -> Prepared:
+    """`prepared` cut to its first `frames` frames (at most the video's): what a preview decodes, edits and writes."""
+    info = prepared.info
+    frames = max(1, min(frames, info.frames))
+    clipped = dataclasses.replace(
+        info, frames=frames, timestamps=info.timestamps[:frames], duration_s=float(frames / info.fps),
+    )
+    return dataclasses.replace(prepared, info=clipped)
 
 
 def plan_run_windows(job: EditJob, prepared: Prepared, backbone: Backbone, words, settings: LoopSettings):
@@ -453,10 +529,13 @@ def is_fresh(state: RunState) -> bool:
     return state.phase == "inversion" and state.step == 0
 
 
-def start_state(job, prepared, backbone, windows, window_plan, work_dir, progress, stop_event) -> RunState:
+def start_state(job, prepared, backbone, windows, window_plan, work_dir, tracker: JobProgress, stop_event) -> RunState:
     """A new run: encode the source (checkpointed: the encode is not redone after a crash)."""
     clock = time.perf_counter()
-    source = encode_video(backbone, prepared.info, prepared.processed_size, progress, stop_event)
+    tracker.start("decode")
+    source = encode_video(
+        backbone, prepared.info, prepared.processed_size, lambda: tracker.advance("decode"), stop_event
+    )
     timing = {"decode_s": time.perf_counter() - clock, "inversion_s": 0.0, "edit_s": 0.0, "encode_s": 0.0}
     state = RunState(
         fingerprint=job_fingerprint(job, prepared.info), source=source, latents=source.clone(),
@@ -467,17 +546,76 @@ def start_state(job, prepared, backbone, windows, window_plan, work_dir, progres
     return state
 
 
+# Prior cost per unit of each phase, in frame-forwards (one UNet forward of one frame); they only set the
+# ratios between phases until those are measured (longedit.progress). A RAD step per window: the
+# conditional forward and its backward (~3) plus the guided forward of 2 x the frames.
+DECODE_COST, TRACK_COST, ENCODE_COST, PICTURES_COST = 0.5, 1.0, 1.0, 0.2
+INVERSION_COST, RAD_COST, EDIT_COST = 1.0, 5.0, 2.0
+
+
+def job_phases(job: EditJob, frames: int, windows: list[tuple[int, int]], has_words: bool, tracking: bool) -> list[Phase]:
+    """The phases of a job for its progress: units (frames, window-steps) and prior costs per unit."""
+    length = max(end - start for start, end in windows)
+    steps, count = job.steps, len(windows)
+    rad_steps = min(job.guided_steps, steps) if job.use_rad and has_words else 0
+    return [
+        Phase("decode", frames, DECODE_COST),
+        Phase("masks", frames if tracking else 0, TRACK_COST),
+        Phase("inversion", steps * count, INVERSION_COST * length),
+        Phase("edit+rad", rad_steps * count, RAD_COST * length),
+        Phase("edit", (steps - rad_steps) * count, EDIT_COST * length),
+        Phase("encode", frames, ENCODE_COST),
+        Phase("pictures", frames if job.wants_attention_pictures and has_words else 0, PICTURES_COST),
+    ]
+
+
+def job_progress(
+    job: EditJob, prepared: Prepared, windows, has_words: bool, state: RunState | None, work_dir: Path | None, bar: bool
+) -> JobProgress:
+    """The job's one progress measure (bar, ETA, `progress.json` in the work folder), seeded from a checkpoint."""
+    frames = prepared.info.frames
+    tracking = any(o.track == "sam2" for o in prepared.objects)
+    phases = job_phases(job, frames, windows, has_words, tracking)
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    path = None if work_dir is None else work_dir / PROGRESS_NAME
+    tracker = JobProgress(phases, path=path, bar=bar, preview=bool(job.preview))
+    if state is not None:
+        seed_progress(tracker, state, job.steps, len(windows), frames)
+    return tracker
+
+
+def seed_progress(tracker: JobProgress, state: RunState, steps: int, windows: int, frames: int) -> None:
+    """Book the work a resumed run's checkpoint holds (units and the time they took)."""
+    timing = state.timing
+    tracker.seed("decode", frames, timing.get("decode_s", 0.0))
+    if state.masks is not None:
+        tracker.seed("masks", frames, 0.0)
+    inverted = state.step if state.phase == "inversion" else steps
+    tracker.seed("inversion", inverted * windows, timing.get("inversion_s", 0.0))
+    edited = {"inversion": 0, "edit": state.step}.get(state.phase, steps)
+    rad = tracker.phases.get("edit+rad")
+    rad_steps = 0 if rad is None else round(rad.total / windows)
+    rad_done, plain_done = min(edited, rad_steps), max(0, edited - rad_steps)
+    weight_rad = rad_done * RAD_COST
+    share = weight_rad / (weight_rad + plain_done * EDIT_COST) if edited else 0.0
+    tracker.seed("edit+rad", rad_done * windows, timing.get("edit_s", 0.0) * share)
+    tracker.seed("edit", plain_done * windows, timing.get("edit_s", 0.0) * (1 - share))
+
+
 def latent_grid(prepared: Prepared, backbone: Backbone) -> tuple[int, int]:
     """(width, height) of the latents."""
     size = prepared.processed_size
     return size[0] // backbone.vae_scale, size[1] // backbone.vae_scale
 
 
-def restore_or_build_masks(job: EditJob, prepared: Prepared, backbone: Backbone, state: RunState, progress: bool):
+def restore_or_build_masks(job: EditJob, prepared: Prepared, backbone: Backbone, state: RunState, tracker: JobProgress):
     """The run's object masks: from the checkpoint (tracking is not redone on resume) or built now."""
     if state.masks is not None:
         return ObjectMasks(**state.masks)
-    masks = build_masks(job, prepared, latent_grid(prepared, backbone), progress)
+    tracker.start("masks")
+    masks = build_masks(job, prepared, latent_grid(prepared, backbone), lambda: tracker.advance("masks"))
+    tracker.finish("masks")
     state.masks = None if masks is None else {"words": masks.words, "latent": masks.latent, "sources": masks.sources}
     return masks
 
@@ -503,6 +641,52 @@ def loop_resources(job: EditJob, editor: VideoEditor, state: RunState, work_dir:
             fusion.store.close(delete=True)
 
 
+@contextlib.contextmanager
+def picture_store(job: EditJob, editor: VideoEditor, state: RunState, work_dir: Path | None, prepared: Prepared, backbone):
+    """The on-disk store of the word maps for the attention pictures (None when none are asked for), fed by
+    the editor's `map_sink`; in the work folder (kept for a resume) or beside the output (removed)."""
+    if not job.wants_attention_pictures or not editor.words:
+        yield None
+        return
+    folder = work_dir if work_dir is not None else Path(job.output).resolve().parent
+    name = MAPS_NAME if work_dir is not None else f".{Path(job.output).name}.{os.getpid()}.{MAPS_NAME}"
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = latent_grid(prepared, backbone)
+    grid = (height // MAP_SCALE, width // MAP_SCALE)
+    store = MapStore(folder / name, editor.picture_steps, prepared.info.frames, len(editor.words), grid, create=is_fresh(state))
+    editor.map_sink = store.put
+    try:
+        yield store
+    finally:
+        editor.map_sink = None
+        store.close(delete=work_dir is None)
+
+
+def draw_attention_pictures(job: EditJob, prepared: Prepared, store, masks, words, tracker: JobProgress) -> dict:
+    """The attention video and strips from the stored maps (one pass over the source frames); the
+    report's `attention_pictures`, paths relative to the report's folder (else the output's)."""
+    base = attention_pictures.report_base(job.report, job.output)
+    if store is None:
+        return attention_pictures.report_entry(None, {}, base)
+    info, size = prepared.info, prepared.processed_size
+    strips = {w.word: attention_pictures.strip_path(Path(job.output), w.word) for w in words}
+    video = None if job.attention_video is None else Path(job.attention_video)
+
+    def writer_for(width: int, height: int) -> VideoWriter:
+        return VideoWriter(video, width, height, info.fps, timestamps=info.timestamps[: info.frames])
+
+    tracker.start("pictures")
+    shown = attention_pictures.render(
+        store, iter_frames(info.path, size=size, end=info.frames), None if masks is None else masks.latent,
+        [w.word for w in words], writer_for if video is not None else None, strips, lambda: tracker.advance("pictures"),
+    )
+    tracker.finish("pictures")
+    if not shown:
+        return attention_pictures.report_entry(None, {}, base)
+    return attention_pictures.report_entry(video, strips, base)
+
+
+
 def shared_inversion(
     job: EditJob, prepared: Prepared, backbone: Backbone, editor: VideoEditor, state: RunState, trajectory: bool
 ) -> SharedInversion | dict | None:
@@ -525,7 +709,7 @@ def shared_inversion(
 
 
 def run_inversion(
-    editor: VideoEditor, state: RunState, keeper: StepKeeper, trajectory, progress: bool,
+    editor: VideoEditor, state: RunState, keeper: StepKeeper, trajectory, tracker: JobProgress,
     shared: SharedInversion | dict | None = None,
 ) -> torch.Tensor:
     """The windowed DDIM inversion from where the state is (nothing when it is past it).
@@ -544,10 +728,11 @@ def run_inversion(
             if trajectory is not None:
                 trajectory.fill(cached.trajectory)
             keeper.lap("inversion_s")
+            tracker.seed("inversion", float("inf"), 0.0)  # done, and no measure of the UNet's speed
             return finish_inversion(state, keeper, cached.latents, {**cache, "state": "hit"})
     steps, windows = editor.schedule.steps, state.windows
-    bar = tqdm(total=steps * len(windows), initial=state.step * len(windows), desc="inversion", unit="window", disable=not progress)
     keeper.clock = time.perf_counter()
+    tracker.start("inversion")
 
     def after_step(index: int, latents: torch.Tensor, _stats) -> None:
         if trajectory is not None:
@@ -556,8 +741,9 @@ def run_inversion(
         if index + 1 < steps:
             keeper.step_done("inversion", index + 1, latents)
 
-    latents = invert(editor, state.latents, windows, start=state.step, callback=after_step, advance=lambda: bar.update(1))
-    bar.close()
+    latents = invert(
+        editor, state.latents, windows, start=state.step, callback=after_step, advance=lambda: tracker.advance("inversion")
+    )
     if isinstance(shared, SharedInversion):
         cache["state"] = shared.store(latents, None if trajectory is None else trajectory.values())
     return finish_inversion(state, keeper, latents, cache)
@@ -572,7 +758,7 @@ def finish_inversion(state: RunState, keeper: StepKeeper, latents: torch.Tensor,
 
 
 def run_denoise(
-    editor: VideoEditor, state: RunState, keeper: StepKeeper, masks, trajectory, progress: bool
+    editor: VideoEditor, state: RunState, keeper: StepKeeper, masks, trajectory, tracker: JobProgress
 ) -> torch.Tensor:
     """The windowed edit loop (RAD + IRJS) from where the state is; records the per-step stats in the state."""
     if state.phase != "edit":
@@ -580,25 +766,25 @@ def run_denoise(
     steps, windows, settings = editor.schedule.steps, state.windows, editor.settings
     source_at = SourceLevels(editor.schedule, state.source, settings.source_noise, settings.seed, trajectory)
 
-    bar = tqdm(total=steps * len(windows), initial=state.step * len(windows), desc="edit", unit="window", disable=not progress)
+    rad_steps = settings.guided_steps if settings.rad and editor.words and masks is not None else 0
+    phase = {"name": "edit+rad" if state.step < rad_steps else "edit"}
     keeper.clock = time.perf_counter()
+    tracker.start(phase["name"])
 
     def after_step(index: int, latents: torch.Tensor, stats: StepStats) -> None:
         state.attention.append(stats.share())
         state.losses.append(float(np.mean(stats.losses)) if stats.losses else None)
         state.refinements.append(stats.refinements)
         state.skipped_updates += stats.skipped_updates
-        if stats.losses:
-            bar.set_postfix(loss=f"{state.losses[-1]:.3f}")
+        phase["name"] = "edit+rad" if index + 1 < rad_steps else "edit"
         keeper.lap("edit_s")
         if index + 1 < steps:
             keeper.step_done("edit", index + 1, latents)
 
     latents = denoise(
         editor, state.latents, windows, masks, source_at if settings.irjs else None,
-        start=state.step, callback=after_step, advance=lambda: bar.update(1),
+        start=state.step, callback=after_step, advance=lambda: tracker.advance(phase["name"]),
     )
-    bar.close()
     return latents
 
 

@@ -334,7 +334,7 @@ def test_status_table_and_json(tmp_path, clip):
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
     assert lines[0] == f"{tmp_path}: 1 queued, 1 running, 0 interrupted, 1 done, 1 failed"
-    assert lines[1].split() == ["STATE", "NAME", "ATTEMPTS", "PROGRESS", "STARTED", "TIME", "PEAK", "MEM", "NOTE"]
+    assert lines[1].split() == ["STATE", "NAME", "ATTEMPTS", "PROGRESS", "ETA", "STARTED", "TIME", "PEAK", "MEM", "NOTE"]
     assert [line.split()[:2] for line in lines[2:]] == [["queued", "waiting"], ["running", "orphan"], ["done", "good"],
                                                         ["failed", "typo"]]
     assert "3/6" in lines[3] and "is gone" in lines[3]

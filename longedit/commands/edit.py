@@ -13,11 +13,39 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from longedit.config import DEFAULT_CACHE_SIZE, EditJob, field_bounds, parse_object_args
+from longedit.config import DEFAULT_CACHE_SIZE, EditJob, field_bounds, parse_object_args, preview_job
 from longedit.errors import UserError
 
 
 WINDOW_MIN, WINDOW_MAX = field_bounds("window")  # declared once, on EditJob.window (job files get the same range)
+
+PREVIEW_ONE_WINDOW = "window"  # `--preview` without a number
+
+
+def optional_preview_value(argv: list[str]) -> list[str]:
+    """`longedit edit ... --preview` with no number after it -> `--preview window` (typer options cannot
+    take an optional value; `--preview 12` and `--preview=12` pass unchanged)."""
+    if not argv or argv[0] != "edit":
+        return argv
+    out: list[str] = []
+    for position, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--preview":
+            following = argv[position + 1] if position + 1 < len(argv) else None
+            if following is None or not following.isdigit():
+                out.append(PREVIEW_ONE_WINDOW)
+    return out
+
+
+def preview_value(value: str | None) -> bool | int | None:
+    """The `preview` key from the `--preview` flag: True (one window) or a number of frames."""
+    if value is None:
+        return None
+    if value == PREVIEW_ONE_WINDOW:
+        return True
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"--preview {value}: not a number of frames", "write --preview (one window) or --preview N, N >= 1")
+    return int(value)
 
 
 class Preset(str, Enum):
@@ -76,6 +104,10 @@ def print_summary(report: dict, shown: frozenset[str] = frozenset()) -> None:
         evaluation = report["eval"]
         lines = summary_lines(evaluation) if evaluation.get("frames") else [f"n/a ({evaluation['reason']})"]
         typer.echo("eval: " + "\n".join(lines))
+    pictures = report.get("attention_pictures") or {}
+    if pictures.get("video") or pictures.get("strips"):
+        names = ([pictures["video"]] if pictures.get("video") else []) + list(pictures["strips"].values())
+        typer.echo(f"  attention pictures: {', '.join(names)}")
     for line in report.get("warnings", []):
         if line not in shown:
             typer.echo(f"warning: {line}", err=True)
@@ -139,6 +171,9 @@ def edit(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps into --work-dir [5].")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Share the DDIM inversion through this folder: another edit of the same clip and settings reuses it [off; on in `longedit run` and `watch`].")] = None,
     cache_size: Annotated[Optional[str], typer.Option(help=f"Cap of --cache-dir; least recently used inversions go first [{DEFAULT_CACHE_SIZE}].")] = None,
+    attention_video: Annotated[Optional[Path], typer.Option(help="Also write a video of each object word's cross-attention (the maps RAD works on, at its steps) over the source frames, its region outlined; implies --attention-strips.")] = None,
+    attention_strips: Annotated[Optional[bool], typer.Option("--attention-strips", help="Write <output stem>.attention-<word>.png per object word: a few steps x a few frames of its attention.")] = None,
+    preview: Annotated[Optional[str], typer.Option(metavar="[N]", help="Edit only the first N frames [one window] at the job's settings, with attention pictures, into <output stem>.preview.mp4 (+ .preview.json, .preview.attention.mp4, strips); the output itself is not touched.")] = None,
     work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
 ) -> None:
@@ -153,6 +188,7 @@ def edit(
     values.pop("work_dir")
     values.pop("progress")
     values["preset"] = preset.value if preset is not None else None
+    values["preview"] = preview_value(preview)
     values["objects"] = parse_object_args(object or [])
     if masks is not None:
         values["objects"] = _objects_with_masks(values["objects"], masks)
@@ -219,7 +255,10 @@ def run_and_summarise(job: EditJob, work_dir: Path | None = None, progress: bool
         typer.echo(_interrupted_message(work_dir), err=True)
         raise typer.Exit(130) from None
     print_summary(report, frozenset(notices))
-    if job.report is not None:
+    if report.get("preview"):
+        typer.echo(f"preview of the first {report['preview']['frames']} of {report['preview']['source_frames']} frames; "
+                   f"report: {preview_job(job).report}")
+    elif job.report is not None:
         typer.echo(f"report: {job.report}")
     return report
 

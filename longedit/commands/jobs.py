@@ -177,6 +177,7 @@ def watch(
     retry_delay: Annotated[float, typer.Option(min=0.0, help="Seconds before retrying a failed attempt.")] = 10.0,
     stale_after: Annotated[float, typer.Option(min=1.0, help="A claim from another host without heartbeat this long is taken over.")] = 120.0,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help=CACHE_HELP.format(where="FOLDER"))] = True,
+    preview_first: Annotated[bool, typer.Option("--preview-first", help="Preview each new job (one window, attention pictures) into FOLDER/previews/NAME/ before running it; a bad job fails there.")] = False,
     runner: Annotated[Optional[str], typer.Option(hidden=True, help=RUNNER_HELP)] = None,
 ) -> None:
     """Run every job dropped into FOLDER/inbox: NAME.yaml (+ NAME.mp4 when the job has no `input`).
@@ -195,7 +196,7 @@ def watch(
     workers = workers or execute.default_workers()
     options = WatchOptions(
         workers=workers, poll=poll, settle=settle, once=once, stale_after=stale_after,
-        policy=RetryPolicy(max_attempts=max_attempts, retry_delay=retry_delay), cache=cache,
+        policy=RetryPolicy(max_attempts=max_attempts, retry_delay=retry_delay), cache=cache, preview_first=preview_first,
     )
     with _log_to_stderr():
         watcher = Watcher(folder, execute, options)

@@ -5,7 +5,7 @@ relative to the job file's folder, so a job folder can be moved or shared as a u
 
 - input paths (`input`, `masks`, `objects[].masks`, `cache_dir`) and `tune.cache_dir` resolve against
   `base_dir` (the job file's folder);
-- output paths (`output`, `report`) resolve against `output_dir` (the same folder unless the caller
+- output paths (`output`, `report`, `attention_video`) resolve against `output_dir` (the same folder unless the caller
   says otherwise; the watched folder puts them in the job's own folder so results land in `done/NAME/`).
 
 Two keys may be left out:
@@ -30,7 +30,7 @@ from longedit.errors import UserError
 JOB_SUFFIXES = (".yaml", ".yml")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm", ".avi")
 INPUT_PATH_KEYS = ("input", "masks", "cache_dir")
-OUTPUT_PATH_KEYS = ("output", "report")
+OUTPUT_PATH_KEYS = ("output", "report", "attention_video")
 
 
 def read_job_mapping(path: Path, label: str | None = None) -> dict[str, Any]:

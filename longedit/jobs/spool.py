@@ -89,6 +89,11 @@ class Spool:
         return self.root / "failed"
 
     @property
+    def previews(self) -> Path:
+        """Previews of jobs (`longedit watch --preview-first`): previews/NAME/, made when first needed."""
+        return self.root / "previews"
+
+    @property
     def ledger_path(self) -> Path:
         return self.root / "ledger.sqlite"
 

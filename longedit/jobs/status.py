@@ -2,7 +2,9 @@
 
 Jobs still in the inbox are not in the ledger yet (a job gets its id when it is claimed); they are
 listed as `queued` from the folder listing. A `running` job whose worker is gone (killed, rebooted)
-is flagged so, and resumes when a watcher starts.
+is flagged so, and resumes when a watcher starts. A running job's progress over all its phases and
+its ETA come from the `progress.json` the engine keeps in the job's work folder (`longedit.progress`);
+without one (an older engine, or before its first write) the ledger's checkpointed step/total is shown.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from longedit.errors import UserError
 from longedit.jobs.claim import read_latest
 from longedit.jobs.ledger import Ledger
 from longedit.jobs.scanner import InboxScanner
-from longedit.jobs.spool import Spool
+from longedit.jobs.spool import WORK_NAME, Spool
+from longedit.progress import format_duration, read_progress_file, remaining_eta
 
 ORDER = ("queued", "running", "interrupted", "done", "failed")
 
@@ -45,11 +48,13 @@ def collect_status(root: Path, *, stale_after: float = 120.0) -> dict[str, Any]:
         )}
         job["note"] = (row.get("error") or "") if row["state"] in ("failed", "queued") else ""
         if row["state"] == "running" and row.get("folder"):
+            job.update(_live_progress(Path(row["folder"]) / WORK_NAME, now))
             record = read_latest(Path(row["folder"]))
             if record is not None:
                 alive, reason = record.liveness(stale_after=stale_after, now=now)
                 if not alive:
                     job["note"] = f"{reason}; resumes when a watcher starts"
+                    job["eta_s"] = None  # nobody is working on it
         if row["state"] == "interrupted":
             job["note"] = "resumes when a watcher starts"
         if row["state"] == "done":
@@ -60,17 +65,32 @@ def collect_status(root: Path, *, stale_after: float = 120.0) -> dict[str, Any]:
     return {"root": str(spool.root), "counts": counts, "jobs": jobs}
 
 
+def _live_progress(work_dir: Path, now: float) -> dict[str, Any]:
+    """`progress` (share of the whole job done), `phase`, `eta_s` and `preview` of a running job, if it wrote them."""
+    data = read_progress_file(work_dir)
+    if data is None:
+        return {}
+    return {"progress": data["fraction"], "phase": data.get("phase"), "eta_s": remaining_eta(data, now),
+            "preview": bool(data.get("preview"))}
+
+
 def _clock(ts: float | None) -> str:
     return time.strftime("%m-%d %H:%M", time.localtime(ts)) if ts else "-"
 
 
 def _duration(seconds: float | None) -> str:
-    if not seconds:
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return format_duration(seconds) if seconds else "-"
+
+
+def _progress_cell(job: dict[str, Any]) -> str:
+    """'42% edit' (the whole job, and its phase), 'step/total' from the ledger, or '-'."""
+    if job.get("progress") is not None:
+        phase = f" {job['phase']}" if job.get("phase") else ""
+        preview = " (preview)" if job.get("preview") else ""
+        return f"{100 * job['progress']:.0f}%{phase}{preview}"
+    if job.get("total"):
+        return f"{job.get('step') or 0}/{job['total']}"
+    return "-"
 
 
 def format_table(status: dict[str, Any], now: float | None = None) -> str:
@@ -80,13 +100,11 @@ def format_table(status: dict[str, Any], now: float | None = None) -> str:
     """
     now = time.time() if now is None else now
     counts = status["counts"]
-    header = ("STATE", "NAME", "ATTEMPTS", "PROGRESS", "STARTED", "TIME", "PEAK MEM", "NOTE")
+    header = ("STATE", "NAME", "ATTEMPTS", "PROGRESS", "ETA", "STARTED", "TIME", "PEAK MEM", "NOTE")
     rows = [header]
     for job in status["jobs"]:
-        if job.get("total"):
-            progress = f"{job.get('step') or 0}/{job['total']}"
-        else:
-            progress = "-"
+        progress = _progress_cell(job)
+        eta = format_duration(job["eta_s"]) if job["state"] == "running" and job.get("eta_s") is not None else "-"
         if job["state"] == "running" and job.get("started_at"):
             spent = _duration(now - job["started_at"])
         else:
@@ -97,7 +115,7 @@ def format_table(status: dict[str, Any], now: float | None = None) -> str:
         note = job.get("note") or ""
         if job["state"] == "done" and note:
             note = f"-> {note}"
-        rows.append((job["state"], job["name"], str(job.get("attempts") or 0), progress,
+        rows.append((job["state"], job["name"], str(job.get("attempts") or 0), progress, eta,
                      _clock(job.get("started_at")), spent, memory, note))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = [f"{status['root']}: " + ", ".join(f"{counts[s]} {s}" for s in ORDER)]

@@ -48,6 +48,7 @@ class WatchOptions:
     heartbeat: float = 5.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     cache: bool = True  # share inversions in DIR/inversion-cache (--no-cache: off)
+    preview_first: bool = False  # preview each new job into previews/NAME/ before running it
 
 
 class Watcher:
@@ -65,7 +66,7 @@ class Watcher:
         self.spool = Spool(Path(root).absolute()).create()
         self.ledger = Ledger(self.spool.ledger_path)
         self.processor = JobProcessor(
-            self.spool, self.ledger, execute, self.options.policy,
+            self.spool, self.ledger, execute, self.options.policy, preview_first=self.options.preview_first,
             inversion_cache=self.spool.inversion_cache if self.options.cache else None,
         )
         scanner_kwargs = {"probe": probe} if probe is not None else {}

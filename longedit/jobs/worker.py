@@ -14,7 +14,10 @@ the ledger and moves the folder. What an attempt's error means is
 - a stop request (SIGTERM) checkpoints, releases the claim and leaves the folder in processing/
   (not counted as an attempt);
 - `report.json` is written before the move to done/, so a crash in between is finished on restart
-  without running the edit again.
+  without running the edit again;
+- with `preview_first`, a job that has not run an attempt yet is first previewed (`preview: true`, one
+  window with attention pictures) into previews/NAME/; a bad job (`UserError`) fails there, before the
+  full run; any other preview error is logged and the full job runs anyway.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from longedit.atomic import remove_foreign_temps
-from longedit.config import EditJob
+from longedit.config import EditJob, as_run, preview_job
 from longedit.errors import UserError
 from longedit.jobs.jobfile import load_job, read_job_mapping
 from longedit.jobs.ledger import Ledger
@@ -70,6 +73,7 @@ class JobProcessor:
         policy: RetryPolicy | None = None,
         check_input: Callable[[EditJob], None] = _default_check_input,
         inversion_cache: Path | None = None,
+        preview_first: bool = False,
     ) -> None:
         self.spool = spool
         self.inversion_cache = inversion_cache  # shared by the jobs (a job's own cache_dir wins); None: off
@@ -77,6 +81,7 @@ class JobProcessor:
         self.execute = execute
         self.policy = policy or RetryPolicy()
         self.check_input = check_input
+        self.preview_first = preview_first
 
     # ------------------------------------------------------------------------------------ helpers
 
@@ -141,6 +146,10 @@ class JobProcessor:
             except UserError as error:
                 return self._failed(job, str(error), None, exc_type="UserError", tb=traceback.format_exc())
 
+            if self.preview_first and attempts == 0 and not edit.preview:
+                outcome = self._preview(job, edit, stop_event, owner)
+                if outcome is not None:
+                    return outcome
             started = time.time()
             job.progress = CheckpointProgress(job.work_dir, edit.steps)
             attempt = self.ledger.transition(
@@ -171,7 +180,28 @@ class JobProcessor:
                         return self._release(job, "stopped while waiting to retry", attempts_delta=0)
                 continue
             self.ledger.add_run_seconds(job.job_id, time.time() - started)
-            return self._done(job, report)
+            return self._done(job, _pictures_relative_to(report, edit, job.folder))
+
+    def _preview(self, job: JobFolder, edit: EditJob, stop_event: threading.Event, owner: str) -> Outcome | None:
+        """Preview `edit` into previews/NAME/ unless done before; an outcome ends the job, None goes on to the full run."""
+        folder = self.spool.previews / job.name
+        preview = edit.model_copy(update={"preview": True, "output": folder / Path(edit.output).name, "report": None,
+                                          "attention_video": None})
+        if preview_job(preview).report.exists():
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ledger.transition(job.job_id, "running", owner=owner, detail=f"previewing into {folder}")
+        log.info("%s: previewing into %s", job.name, folder)
+        try:
+            self.execute(preview, job.work_dir, stop_event)
+        except Exception as error:
+            outcome = attempt_outcome(error)
+            if outcome == "interrupted":
+                return self._release(job, f"stopped during the preview ({error})", attempts_delta=0)
+            if outcome == "failed":
+                return self._failed(job, f"preview: {error}", None, exc_type=type(error).__name__, tb=traceback.format_exc())
+            log.warning("%s: the preview failed (%s); running the job anyway", job.name, error)
+        return None
 
     # -------------------------------------------------------------------------------------- endings
 
@@ -248,6 +278,17 @@ class JobProcessor:
                                detail=message)
         log.error("%s: failed -> %s: %s", job.name, target, message)
         return "failed"
+
+
+def _pictures_relative_to(report: dict[str, Any], edit: EditJob, folder: Path) -> dict[str, Any]:
+    """The report with its attention picture paths relative to `folder`, where its report.json goes."""
+    entry = report.get("attention_pictures")
+    if not isinstance(entry, dict):
+        return report
+    from longedit.attention_pictures import rebased, report_base
+
+    ran = as_run(edit)
+    return {**report, "attention_pictures": rebased(entry, report_base(ran.report, ran.output), folder)}
 
 
 def _json(data: dict[str, Any]) -> str:
