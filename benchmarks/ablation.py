@@ -2,8 +2,8 @@
 
 Three tables, each a set of edits measured by `longedit eval`'s code with the toy world's detector:
 
-- `main`: rows baseline (no RAD, no IRJS), +RAD, +IRJS, RAD+IRJS, RAD+IRJS+pixel paste (longedit's default)
-  and FateZero; columns placement (edited object, colour and shape, inside its region), VISOR-like
+- `main`: rows baseline (no RAD, no IRJS), +RAD, +IRJS, RAD+IRJS, RAD+IRJS+pixel paste (longedit's default),
+  the same with RAD's maps normalised over the prompt's columns only, and FateZero; columns placement (edited object, colour and shape, inside its region), VISOR-like
   relation (two-object prompts), background PSNR outside the regions, weights-free temporal consistency
   (frame-to-frame change outside the regions relative to the source's) and seconds per frame.
   Clips: single-object scenes (the object is repainted as another colour and shape in its path) and
@@ -96,6 +96,9 @@ ROWS: dict[str, dict] = {
     "+IRJS": {"rad": False, "irjs": True, "paste_background": False},
     "RAD+IRJS": {"rad": True, "irjs": True, "paste_background": False},
     "RAD+IRJS+paste": {"rad": True, "irjs": True, "paste_background": True},
+    # the official maps are a x100 softmax over all 75 text columns; on the toy model's 24-word prompts
+    # most columns are padding, so the word's share (and RAD's gradient) is small: the prompt-only variant
+    "RAD+IRJS+paste, --attention-norm prompt": {"rad": True, "irjs": True, "paste_background": True, "attention_norm": "prompt"},
     "FateZero": {"method": "fatezero"},
 }
 
