@@ -138,20 +138,23 @@ def run_one(edit: ToyEdit, source: Path, name: str, settings: dict, args: argpar
         "temporal_inside_relative": measured["temporal"]["inside"].get("relative"),
         "windows": report["windows"],
     }
-    if args.seams:
-        record["seam_ratio"] = _seams(output, report["windows"])
     write_json(record_path, record, what="ablation record")
     print(f"{name}: {json.dumps({k: v for k, v in record.items() if k not in ('windows', 'settings')})}", flush=True)
     return record
 
 
-def _seams(video: Path, windows: list) -> float:
+def with_seams(record: dict, video: Path) -> dict:
+    """`record` plus the seam ratios of its video (worst and mean boundary; see toyworld.scoring.seam_ratio)."""
     from longedit.video import iter_frames
 
     frames = list(iter_frames(video))
-    starts = sorted({int(w[0]) if isinstance(w, (list, tuple)) else int(w["start"]) for w in windows} - {0})
-    ends = sorted({int(w[1]) if isinstance(w, (list, tuple)) else int(w["end"]) for w in windows} - {len(frames)})
-    return seam_ratio(frames, sorted(set(starts) | set(ends)))
+    edges = {int(edge) for start, end in record["windows"] for edge in (start, end)} - {0, len(frames)}
+    boundaries = sorted(edges)
+    return {
+        **record,
+        "seam_max": seam_ratio(frames, boundaries, statistic="max"),
+        "seam_mean": seam_ratio(frames, boundaries, statistic="mean"),
+    }
 
 
 def _fmt(values: list[float | None], digits: int) -> str:
@@ -221,9 +224,12 @@ def long_table(args: argparse.Namespace) -> str:
         "stride L/2, --anchor video": {"stride": window // 2, "anchor": "video"},
         "stride L/2, pyramid weights": {"stride": window // 2, "overlap_weights": "pyramid"},
     }
-    args.seams = True
-    records = {label: [run_one(edit, path, f"long-{args.frames}f-{i}", settings, args)] for i, (label, settings) in enumerate(variants.items())}
-    return table(records, [("seam ratio", "seam_ratio", 2), *[c for c in COLUMNS if c[1] != "relations"]])
+    records = {}
+    for i, (label, settings) in enumerate(variants.items()):
+        name = f"long-{args.frames}f-{i}"
+        records[label] = [with_seams(run_one(edit, path, name, settings, args), args.out / "videos" / f"{name}.mp4")]
+    columns = [("seam, worst boundary", "seam_max", 2), ("seam, mean boundary", "seam_mean", 2)]
+    return table(records, [*columns, ("temporal change inside (x source)", "temporal_inside_relative", 2), *[c for c in COLUMNS if c[1] != "relations"]])
 
 
 def topk_table(args: argparse.Namespace) -> str:
@@ -249,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=["paper", "fast"], default="fast", help="fast: no refinement (CPU budget)")
     args = parser.parse_args(argv)
     args.frames = args.frames or (96 if args.table == "long" else 8)
-    args.seams = False
     builders = {"main": main_table, "long": long_table, "topk": topk_table}
     text = builders[args.table](args)
     header = (

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -67,3 +68,13 @@ def test_main_table_runs_measures_and_resumes_on_the_tiny_model(ablation, tmp_pa
     stamps = {p: p.stat().st_mtime_ns for p in runs}
     assert ablation.main(args) == 0  # a rerun measures nothing again
     assert {p: p.stat().st_mtime_ns for p in runs} == stamps
+
+
+def test_seam_ratio_worst_and_mean_boundary_against_a_hand_count():
+    from longedit.toyworld.scoring import seam_ratio
+
+    levels = [0, 1, 2, 6, 7, 8, 10, 11]  # frame-to-frame changes 1,1,4,1,1,2,1; boundaries at 3 (4) and 6 (2)
+    frames = [np.full((4, 4, 3), v, np.uint8) for v in levels]
+    assert seam_ratio(frames, [3, 6]) == pytest.approx(4.0)  # worst boundary 4 over the median 1
+    assert seam_ratio(frames, [3, 6], statistic="mean") == pytest.approx(3.0)
+    assert seam_ratio(frames, []) == 1.0

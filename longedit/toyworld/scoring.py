@@ -44,11 +44,15 @@ def background_psnr(frames: list[np.ndarray], sources: list[np.ndarray], boxes: 
     return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
-def seam_ratio(frames: list[np.ndarray], boundaries: list[int], masks: list[np.ndarray] | None = None) -> float:
-    """Largest frame-to-frame change at window boundaries over the median change elsewhere.
+def seam_ratio(
+    frames: list[np.ndarray], boundaries: list[int], masks: list[np.ndarray] | None = None, statistic: str = "max"
+) -> float:
+    """Frame-to-frame change at window boundaries over the median change elsewhere.
 
     `boundaries`: indices i where frames i-1 and i come from different window sets; `masks`
-    (optional, True = compare) restricts the difference to some pixels. ~1 means no visible seam.
+    (optional, True = compare) restricts the difference to some pixels; `statistic`: "max" (the worst
+    boundary; grows with the number of boundaries) or "mean" (the typical boundary, for comparing
+    window plans with different numbers of boundaries). ~1 means no visible seam.
     """
     diffs = []
     for i in range(1, len(frames)):
@@ -57,7 +61,10 @@ def seam_ratio(frames: list[np.ndarray], boundaries: list[int], masks: list[np.n
         diffs.append(float(delta[keep].mean()))
     at = [diffs[i - 1] for i in boundaries if 0 < i < len(frames)]
     elsewhere = [d for j, d in enumerate(diffs, start=1) if j not in boundaries]
-    return max(at) / max(float(np.median(elsewhere)), 1e-6) if at and elsewhere else 1.0
+    if not at or not elsewhere:
+        return 1.0
+    summary = max(at) if statistic == "max" else float(np.mean(at))
+    return summary / max(float(np.median(elsewhere)), 1e-6)
 
 
 def contact_sheet(rows: dict[str, list[np.ndarray]], path: str | Path, columns: int = 6, boxes: list[Box] | None = None) -> Path:
