@@ -94,6 +94,9 @@ def _load_error(model: str, error: Exception) -> UserError:
     )
 
 
+TOKENIZER_FILES = ("vocab.json", "tokenizer.json")
+
+
 def load_tokenizer(model: str, local_files_only: bool = False):
     """Only the tokenizer of `model` (word checks without loading the networks)."""
     if model == TINY:
@@ -103,6 +106,9 @@ def load_tokenizer(model: str, local_files_only: bool = False):
     from transformers import CLIPTokenizer
 
     source = _model_source(model)
+    if _looks_like_path(source) and not any((Path(source) / "tokenizer" / name).is_file() for name in TOKENIZER_FILES):
+        # transformers 5 builds an empty tokenizer from a folder without one; every word would then match
+        raise _load_error(model, OSError(f"no tokenizer in '{Path(source) / 'tokenizer'}' (vocab.json or tokenizer.json)"))
     try:
         return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_files_only)
     except (OSError, ValueError) as error:

@@ -23,7 +23,7 @@ from longedit.editor import MAP_SCALE, LoopSettings, VideoEditor
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks
 from longedit.models import load_backbone
-from longedit.random_models import build_tiny_components, save_tiny_model
+from longedit.random_models import build_tiny_components, build_tiny_tokenizer, save_tiny_model
 from longedit.words import word_tokens
 from rad_helpers import one_rad_step
 
@@ -69,6 +69,7 @@ def test_unknown_unet_class_is_a_one_line_user_error(tmp_path, clip, capsys):
     (tmp_path / "odd" / "unet").mkdir(parents=True)
     (tmp_path / "odd" / "vae").mkdir()
     (tmp_path / "odd" / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNetMotionModel"}))
+    build_tiny_tokenizer().save_pretrained(tmp_path / "odd" / "tokenizer")  # only the UNet is odd
     with pytest.raises(UserError, match="unknown class 'UNetMotionModel'"):
         load_backbone(str(tmp_path / "odd"), device="cpu")
     code = main(edit_args(clip, tmp_path / "out.mp4", tmp_path / "odd", "--object", "duck=10,10,40,40"))
