@@ -19,11 +19,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/longedit demo --out demo-output
 
+# Two workers, one file each at a time (a file's module fixtures stay in one process): the suite's tests use
+# one torch thread each, so the 2-core machine runs two of them at once.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
