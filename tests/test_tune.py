@@ -361,3 +361,17 @@ def test_an_8bit_tuning_resumes_bit_identical_when_bitsandbytes_runs(clip, tmp_p
     parts = tune_clip(clip, PROMPT, tmp_path / "parts", settings, model="tiny", work_dir=tmp_path / "w2", progress=False)
     assert parts["resumed_from_step"] == 2 and parts["loss"]["per_step"] == whole["loss"]["per_step"]
     assert whole["optimizer"]["state_bytes"] < whole["trainable"]["parameter_bytes"]  # < 4 B per parameter (AdamW: 8)
+
+
+@pytest.mark.slow
+def test_edit_with_the_tune_flag_tunes_first_and_caches_beside_the_output(clip, tmp_path):
+    edited, report = tmp_path / "edited.mp4", tmp_path / "report.json"
+    argv = [
+        "edit", str(clip), "-o", str(edited), "--model", "tiny", "--quiet", "--source-prompt", PROMPT,
+        "--prompt", "a yellow duck on a road", "--object", "duck=10,10,40,40", "--steps", "2", "--size", "64",
+        "--window", "4", "--stride", "2", "--tune", "2", "--report", str(report),
+    ]
+    assert main(argv) == 0 and edited.is_file()
+    assert json.loads(report.read_text())["backbone"] == "tuneavideo"
+    tuned = [p for p in (tmp_path / ".longedit-tuned").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(tuned) == 1 and json.loads((tuned[0] / TUNE_INFO).read_text())["settings"]["steps"] == 2

@@ -173,6 +173,7 @@ def edit(
     cache_size: Annotated[Optional[str], typer.Option(help=f"Cap of --cache-dir; least recently used inversions go first [{DEFAULT_CACHE_SIZE}].")] = None,
     attention_video: Annotated[Optional[Path], typer.Option(help="Also write a video of each object word's cross-attention (the maps RAD works on, at its steps) over the source frames, its region outlined; implies --attention-strips.")] = None,
     attention_strips: Annotated[Optional[bool], typer.Option("--attention-strips", help="Write <output stem>.attention-<word>.png per object word: a few steps x a few frames of its attention.")] = None,
+    tune: Annotated[Optional[int], typer.Option(metavar="STEPS", min=1, help="Tune-A-Video-tune the model on this clip first, for STEPS steps at the official settings (200 in the paper; `longedit tune` has every option), cached beside the output and reused by later edits of the clip [off].")] = None,
     preview: Annotated[Optional[str], typer.Option(metavar="[N]", help="Edit only the first N frames [one window] at the job's settings, with attention pictures, into <output stem>.preview.mp4 (+ .preview.json, .preview.attention.mp4, strips); the output itself is not touched.")] = None,
     work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
@@ -189,6 +190,7 @@ def edit(
     values.pop("progress")
     values["preset"] = preset.value if preset is not None else None
     values["preview"] = preview_value(preview)
+    values["tune"] = {"steps": tune} if tune is not None else None
     values["objects"] = parse_object_args(object or [])
     if masks is not None:
         values["objects"] = _objects_with_masks(values["objects"], masks)
