@@ -60,3 +60,22 @@ def test_training_runs_every_stage_resumes_and_exports_a_loadable_folder(tmp_pat
         f"{w}</w>" for w in "a purple triangle to the right of a white circle on road".split()
     ]
     assert (out / "model_index.json").is_file() and (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_training_continues_an_exported_folder_with_its_vae_and_scale(tmp_path):
+    """--init-from: the folder's VAE and latent scale are kept, the UNet trains on, the step counts add up."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    config = tmp_path / "micro.json"
+    config.write_text(json.dumps(MICRO))
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["--config", str(config), "--work", str(tmp_path / "w1"), "--out", str(first)]) == 0
+    assert main(["--config", str(config), "--work", str(tmp_path / "w2"), "--out", str(second), "--init-from", str(first),
+                 "--unet-steps", "2"]) == 0
+    info = json.loads((second / "train_info.json").read_text())
+    assert info["unet_steps"] == 3 + 2 and info["continued_from"] == {"model": str(first), "unet_steps": 3}
+    assert info["scaling_factor"] == json.loads((first / "train_info.json").read_text())["scaling_factor"]
+    vae_a, vae_b = (AutoencoderKL.from_pretrained(f / "vae") for f in (first, second))
+    assert all(torch.equal(a, b) for a, b in zip(vae_a.state_dict().values(), vae_b.state_dict().values()))
+    unet_a, unet_b = (UNet2DConditionModel.from_pretrained(f / "unet") for f in (first, second))
+    assert any(not torch.equal(a, b) for a, b in zip(unet_a.state_dict().values(), unet_b.state_dict().values()))

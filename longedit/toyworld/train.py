@@ -71,6 +71,25 @@ class Trainer:
         torch.set_rng_state(saved["torch_rng"])
         self.log(f"resumed at stage {self.state['stage']} step {self.state['step']}")
 
+    def init_from(self, model: Path) -> None:
+        """Continue from an exported model folder (its VAE, UNet and text encoder; fresh optimizer and EMA):
+        the VAE stage is skipped, the latents are cached again with that VAE, and the UNet stage trains
+        `unet.steps` more steps on top of the folder's own (`train_info.json`), which the export adds up."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        vae = AutoencoderKL.from_pretrained(model / "vae")
+        self.vae.load_state_dict(vae.state_dict())
+        self.unet.load_state_dict(UNet2DConditionModel.from_pretrained(model / "unet").float().state_dict())
+        self.text_encoder.load_state_dict(CLIPTextModel.from_pretrained(model / "text_encoder").float().state_dict())
+        earlier = json.loads((model / "train_info.json").read_text())
+        self.state.update(
+            stage="data", step=0, vae_steps_done=earlier["vae_steps"], earlier_unet_steps=earlier["unet_steps"],
+            elapsed={f"earlier_{k}": v for k, v in earlier["elapsed_s"].items()}, init_from=str(model),
+            scaling_factor=float(vae.config.scaling_factor),  # the UNet was trained at this scale: keep it
+        )
+        self.log(f"continuing {model}: VAE {earlier['vae_steps']} steps, UNet {earlier['unet_steps']} steps before")
+
     def save(self, optim=None, ema=None) -> None:
         payload = {
             "state": self.state,
@@ -176,7 +195,8 @@ class Trainer:
             bar.update(len(chunk))
         bar.close()
         latents = torch.cat(cache["latents"]).float()
-        self.state["scaling_factor"] = float(1.0 / latents.std())
+        if self.state.get("scaling_factor") is None:  # a continued model keeps its own
+            self.state["scaling_factor"] = float(1.0 / latents.std())
         self._tick("data", started)
         self.log(f"latent std {latents.std():.4f} -> scaling_factor {self.state['scaling_factor']:.4f}")
         self.state.update(stage="unet", step=0)
@@ -312,10 +332,12 @@ class Trainer:
             "vae": ["diffusers", "AutoencoderKL"],
         }
         (out / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
+        earlier = self.state.get("earlier_unet_steps") or 0
         info = {
             "config": self.config,
             "vae_steps": self.state.get("vae_steps_done"),
-            "unet_steps": self.state.get("unet_steps_done"),
+            "unet_steps": earlier + (self.state.get("unet_steps_done") or 0),
+            "continued_from": {"model": self.state["init_from"], "unet_steps": earlier} if earlier else None,
             "elapsed_s": {k: round(v) for k, v in self.state["elapsed"].items()},
             "scaling_factor": self.state["scaling_factor"],
             "device": f"cpu ({torch.get_num_threads()} torch threads)",
@@ -334,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-steps", type=int, help="override the config's VAE steps")
     parser.add_argument("--unet-steps", type=int, help="override the config's UNet steps")
     parser.add_argument("--export-only", action="store_true", help="export the checkpoint as it is")
+    parser.add_argument("--init-from", type=Path, help="continue training an exported model folder (UNet stage only)")
     args = parser.parse_args(argv)
     config = json.loads(args.config.read_text())
     for stage, override in (("vae", args.vae_steps), ("unet", args.unet_steps)):
@@ -348,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = Trainer(config, args.work, log)
     trainer.load()
+    if args.init_from is not None and not trainer.state_path.exists():
+        trainer.init_from(args.init_from)
     if not args.export_only:
         if trainer.state["stage"] == "vae":
             trainer.train_vae(config["vae"]["steps"])
