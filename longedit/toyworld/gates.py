@@ -186,6 +186,13 @@ def _card(folder: Path, results: dict) -> str:
         values = [r[key] for r in losses if r["stage"] == stage and key in r][-n:]
         return f"{np.mean(values):.4f}" if values else "n/a"
 
+    def continued_note(info: dict) -> str:
+        earlier = info.get("continued_from")
+        if not earlier:
+            return ""
+        return (f" Continued (`train --init-from`) from a model of {earlier['unet_steps']} UNet steps with a fresh optimizer"
+                f" and EMA for {info['unet_steps'] - earlier['unet_steps']} more, {info['device']}.")
+
     passed = t2i["object_agreement"] >= TEXT_TO_IMAGE_TARGET
     gap = "" if passed else f" (missed by {100 * (TEXT_TO_IMAGE_TARGET - t2i['object_agreement']):.1f} points)"
     size_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
@@ -211,7 +218,7 @@ Load it with `--model toy` (this folder, shipped in the package) or `--model PAT
 - Latents: {info['config']['data']['scenes']} captioned scenes encoded once (posterior means).
 - UNet + text encoder jointly: {info['unet_steps']} steps, batch {info['config']['unet']['batch']}, AdamW lr {info['config']['unet']['lr']}, min-SNR-5 weighting, caption dropout {info['config']['unet']['caption_dropout']}, EMA {info['config']['unet']['ema_decay']} (exported); final smoothed loss {last('unet', 'smoothed', 1)}.
 - Attention grounding (weight {info['config']['unet'].get('attention_loss', 0)}): the UNet loss adds, for each object, 1 - the share of its shape noun's H/32 cross-attention inside the object's mask (TokenCompose-style token grounding; final value {last('unet', 'attention_loss')}).
-- Run notes: {info['config'].get('_comment', '')}
+- Run notes: {info['config'].get('_comment', '')}{continued_note(info)}
 - Wall time per stage (s): {info['elapsed_s']}. Loss log: `loss.jsonl`.
 
 ## Quality gates (`python -m longedit.toyworld.gates --model longedit/toyworld/model --card`)
@@ -225,7 +232,7 @@ Held-out renders (seeds disjoint from training), detector `longedit.toyworld.det
 ## What it cannot do
 It draws the colours it is asked for ({100 * t2i['colour_found']:.0f}% found) as soft blobs, but rarely the
 right shape, and it does not follow relations: the text -> image gate is missed. What would close it:
-more UNet steps (3000 here; the design planned ~10k on 2 cores) and a sharper VAE (small triangles decode
+more UNet steps ({info['unet_steps']} here; the design planned ~10k on 2 cores) and a sharper VAE (small triangles decode
 as round blobs: {vae['trained_backgrounds']:.1f} dB). Its H/32 cross-attention does localise words (trained with a grounding
 loss), which is what RAD needs. Only the world's words mean anything; everything else tokenises to
 characters it never saw. 128x128 is its native size; the 4x4 H/32 map makes attention coarse by construction.
