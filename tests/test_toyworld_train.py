@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from longedit.toyworld.train import DEFAULT_CONFIG, main
+from longedit.toyworld.train import DEFAULT_CONFIG, grounding_losses, main, unet_lr
 
 MICRO = {
     "seed": 0,
@@ -70,7 +70,9 @@ def test_training_continues_an_exported_folder_with_its_vae_and_scale(tmp_path):
     config.write_text(json.dumps(MICRO))
     first, second = tmp_path / "first", tmp_path / "second"
     assert main(["--config", str(config), "--work", str(tmp_path / "w1"), "--out", str(first)]) == 0
-    assert main(["--config", str(config), "--work", str(tmp_path / "w2"), "--out", str(second), "--init-from", str(first),
+    continued = tmp_path / "continue.json"  # the continuation's extra terms: noun dominance, cosine decay
+    continued.write_text(json.dumps({**MICRO, "unet": {**MICRO["unet"], "noun_dominance_loss": 0.1, "min_lr_ratio": 0.1}}))
+    assert main(["--config", str(continued), "--work", str(tmp_path / "w2"), "--out", str(second), "--init-from", str(first),
                  "--unet-steps", "2"]) == 0
     info = json.loads((second / "train_info.json").read_text())
     assert info["unet_steps"] == 3 + 2 and info["continued_from"] == {"model": str(first), "unet_steps": 3}
@@ -79,3 +81,56 @@ def test_training_continues_an_exported_folder_with_its_vae_and_scale(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(vae_a.state_dict().values(), vae_b.state_dict().values()))
     unet_a, unet_b = (UNet2DConditionModel.from_pretrained(f / "unet") for f in (first, second))
     assert any(not torch.equal(a, b) for a, b in zip(unet_a.state_dict().values(), unet_b.state_dict().values()))
+
+
+def test_grounding_losses_against_a_hand_computation():
+    maps = torch.zeros(1, 4, 77)
+    maps[0, :, 3] = torch.tensor([0.5, 0.1, 0.0, 0.0])  # the noun's probability in each of 4 cells
+    cells = torch.zeros(1, 3, 4)
+    cells[0, 0] = torch.tensor([1.0, 0.5, 0.0, 0.0])  # object 0 covers cell 0 and half of cell 1
+    columns = torch.tensor([[3, 0, 0]])
+    valid = torch.tensor([[True, False, False]])
+    share, dominance = grounding_losses(maps, columns, cells, valid)
+    assert float(share) == pytest.approx(1 - (0.5 + 0.05) / 0.6)  # of the noun's mass, this much inside
+    assert float(dominance) == pytest.approx(1 - (0.5 + 0.05) / 1.5)  # its mean probability over the mask
+    none = grounding_losses(maps, columns, cells, torch.zeros(1, 3, dtype=torch.bool))
+    assert float(none[0]) == 0.0 and float(none[1]) == 0.0
+
+
+def test_unet_lr_warms_up_then_stays_or_decays_by_cosine():
+    constant = {"lr": 1e-3, "warmup": 10}
+    assert unet_lr(constant, 0, 100) == pytest.approx(1e-4)
+    assert unet_lr(constant, 9, 100) == unet_lr(constant, 99, 100) == pytest.approx(1e-3)
+    cosine = {**constant, "min_lr_ratio": 0.1}
+    assert unet_lr(cosine, 50, 100) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert unet_lr(cosine, 100, 100) == pytest.approx(1e-4)
+    assert unet_lr(cosine, 20, 100) > unet_lr(cosine, 60, 100) > unet_lr(cosine, 99, 100)
+
+
+def test_sharpen_trains_the_decoder_only_resumes_and_writes_a_loadable_vae(tmp_path):
+    """The UNet's latent space must survive: encoder and quant_conv unchanged, decoder changed."""
+    from diffusers import AutoencoderKL
+
+    from longedit.toyworld import components
+    from longedit.toyworld.sharpen import main as sharpen
+
+    model = tmp_path / "model"
+    components.build_vae(MICRO["vae"]).save_pretrained(model / "vae")
+    args = ["--model", str(model), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "vae"), "--batch", "2",
+            "--scenes", "3", "--wild", "1", "--checkpoint-every", "0"]
+    torch_threads = torch.get_num_threads()
+    try:
+        assert sharpen([*args, "--steps", "1"]) == 0
+        one_step = AutoencoderKL.from_pretrained(tmp_path / "vae").state_dict()
+        assert sharpen([*args, "--steps", "1"]) == 0  # resumed at step 1 of 1: nothing left to train
+        assert all(torch.equal(v, AutoencoderKL.from_pretrained(tmp_path / "vae").state_dict()[k]) for k, v in one_step.items())
+        assert sharpen([*args, "--steps", "2"]) == 0  # resumes at step 1
+    finally:
+        torch.set_num_threads(torch_threads)
+    info = json.loads((tmp_path / "vae" / "sharpen_info.json").read_text())
+    assert info["decoder_steps"] == 2 and info["scenes"] == 3
+    before = AutoencoderKL.from_pretrained(model / "vae").state_dict()
+    after = AutoencoderKL.from_pretrained(tmp_path / "vae").state_dict()
+    kept = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))

@@ -93,16 +93,22 @@ def object_word_columns(backbone, scene: Scene) -> list[int]:
 
 @torch.no_grad()
 def attention_localisation(backbone, scenes: list[Scene], steps: int = 10, size: int = 128, seed: int = 0) -> dict:
-    """Mean H/32 attention share of each object word inside its mask vs the mask's area fraction."""
+    """Each object word's H/32 attention, averaged over the timesteps of a DDIM schedule, measured two ways:
+    its share of the word's attention mass inside the object's mask vs the mask's area fraction (does the
+    word look at its object?), and the value of RAD's official map there, softmax(100 A) over columns 1-75,
+    averaged over the mask's cells (is the word the column its object's cells look at most? RAD's inner
+    loss is 1 minus the top-k mean of this map, so a map near 0 leaves RAD nothing to follow)."""
     from longedit.attention import AttentionContext, install_processors
     from longedit.ddim import DdimSchedule, add_noise
+    from longedit.rad import OFFICIAL_COLUMNS, SOFTMAX_TEMPERATURE
 
     context = AttentionContext()
     original = dict(backbone.unet.attn_processors)
     install_processors(backbone.unet, context, scale=4, sparse_causal=False)
     schedule = DdimSchedule.from_scheduler(backbone.scheduler, steps)
     generator = torch.Generator().manual_seed(seed)
-    shares, areas = [], []
+    official = torch.tensor(OFFICIAL_COLUMNS)
+    shares, areas, official_inside, word_probability, padding_probability = [], [], [], [], []
     try:
         for scene in scenes:
             image, masks = render_scene(scene, size)
@@ -111,16 +117,22 @@ def attention_localisation(backbone, scenes: list[Scene], steps: int = 10, size:
             noisy = torch.cat([add_noise(x0, noise, schedule.alpha(t)) for t in schedule.timesteps])
             text = encode_prompts(backbone, [scene.caption]).expand(len(schedule.timesteps), -1, -1)
             context.reset()
-            context.capture, context.columns = True, torch.tensor(object_word_columns(backbone, scene))
+            context.capture, context.columns = True, torch.arange(77)
             backbone.unet(noisy.to(backbone.dtype), torch.tensor(schedule.timesteps), text.to(backbone.dtype))
-            maps = torch.stack([m.float() for m in context.maps]).mean(0)  # [steps, cells, objects]
+            maps = torch.stack([m.float() for m in context.maps]).mean(0)  # [steps, cells, 77]
+            rad_maps = torch.softmax(maps[:, :, official] * SOFTMAX_TEMPERATURE, dim=-1)
             grid = int(round(maps.shape[1] ** 0.5))
-            for k, mask in enumerate(masks):
+            padding = len(scene.caption.split()) + 2  # columns after the end token
+            for column, mask in zip(object_word_columns(backbone, scene), masks):
                 cells = F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], grid).flatten()
-                attention = maps[:, :, k]
+                attention = maps[:, :, column]
                 share = (attention * cells).sum(1) / attention.sum(1).clamp_min(1e-12)
                 shares.append(float(share.mean()))
                 areas.append(float(cells.mean()))
+                weights = cells / cells.sum().clamp_min(1e-12)
+                official_inside.append(float((rad_maps[:, :, column - 1] * weights).sum(1).mean()))
+                word_probability.append(float((attention * weights).sum(1).mean()))
+                padding_probability.append(float((maps[:, :, padding:].sum(-1) * weights).sum(1).mean()))
     finally:
         context.reset()
         backbone.unet.set_attn_processor(original)
@@ -133,6 +145,9 @@ def attention_localisation(backbone, scenes: list[Scene], steps: int = 10, size:
         "mean_area_fraction": float(np.mean(areas)),
         "ratio": float(np.mean(shares) / np.mean(areas)),
         "objects_share_above_area": float(np.mean(np.array(shares) > np.array(areas))),
+        "official_map_inside": float(np.mean(official_inside)),
+        "word_probability_inside": float(np.mean(word_probability)),
+        "padding_probability_inside": float(np.mean(padding_probability)),
     }
 
 
@@ -175,6 +190,15 @@ def measure(model: str, captions: int = 200, steps: int = 25, guidance: float = 
     results["text_to_image"].update(steps=steps, guidance=guidance, target=TEXT_TO_IMAGE_TARGET)
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
+
+
+def _dominance_line(att: dict) -> str:
+    if "official_map_inside" not in att:
+        return ""
+    return (f"\n- RAD's view of the same maps (softmax(100 A) over columns 1-75, as the official code): the object word's value"
+            f" averaged over its mask's cells is **{att['official_map_inside']:.3f}** (1 = the word is the column its object"
+            f" attends to most; RAD's inner loss is 1 minus its top-k mean); there the word gets"
+            f" {att['word_probability_inside']:.3f} of each cell's attention and the padding columns {att['padding_probability_inside']:.3f}.")
 
 
 def _card(folder: Path, results: dict) -> str:
@@ -225,7 +249,7 @@ Load it with `--model toy` (this folder, shipped in the package) or `--model PAT
 Held-out renders (seeds disjoint from training), detector `longedit.toyworld.detect`:
 - VAE reconstruction PSNR: {vae['trained_backgrounds']:.2f} dB on held-out scenes, {vae['unseen_backgrounds']:.2f} dB on scenes over background kinds never seen in training (bricks, checker, marble).
 - Text -> image, {t2i['captions']} held-out captions ({t2i['objects']} objects), DDIM {t2i['steps']} steps, guidance {t2i['guidance']}: colour and shape agree for **{100 * t2i['object_agreement']:.1f}%** of objects (target {100 * TEXT_TO_IMAGE_TARGET:.0f}%{gap}); colour alone found {100 * t2i['colour_found']:.1f}%; all objects right in {100 * t2i['images_all_objects']:.1f}% of images; stated relations hold in {'n/a' if t2i['relations_hold'] is None else f"{100 * t2i['relations_hold']:.1f}%"} of {t2i['relations_checked']} checkable cases.
-- Cross-attention localisation, {att['objects']} objects in {att['scenes']} noised held-out renders, {att['map']} maps (H/32) averaged over {att['timesteps']} DDIM timesteps: the object word's attention share inside its mask is **{att['mean_share_inside']:.3f}** vs a mask area fraction of {att['mean_area_fraction']:.3f} ({att['ratio']:.2f}x); share above area for {100 * att['objects_share_above_area']:.0f}% of objects.
+- Cross-attention localisation, {att['objects']} objects in {att['scenes']} noised held-out renders, {att['map']} maps (H/32) averaged over {att['timesteps']} DDIM timesteps: the object word's attention share inside its mask is **{att['mean_share_inside']:.3f}** vs a mask area fraction of {att['mean_area_fraction']:.3f} ({att['ratio']:.2f}x); share above area for {100 * att['objects_share_above_area']:.0f}% of objects.{_dominance_line(att)}
 
 ![samples](samples.png)
 
