@@ -52,6 +52,19 @@ def vae_psnr(backbone, scenes: list[Scene], size: int = 128) -> float:
     return float(np.mean(values))
 
 
+def vae_detector_agreement(backbone, scenes: list[Scene], size: int = 128) -> float:
+    """Share of objects whose colour and shape the detector finds in the VAE's reconstructions of the
+    scenes' renders (100% in the renders themselves): the ceiling of the text -> image gate, since
+    every generated image goes through the same decoder."""
+    hits = []
+    for start in range(0, len(scenes), 25):
+        part = scenes[start : start + 25]
+        images = np.stack([render_scene(s, size)[0] for s in part])
+        for scene, recon in zip(part, decode_latents(backbone, encode_images(backbone, images))):
+            hits += agreement(detect(recon), scene.objects)
+    return float(np.mean(hits))
+
+
 def text_to_image(backbone, scenes: list[Scene], steps: int, guidance: float, size: int = 128) -> dict:
     """Generate every scene's caption; score objects (colour and shape), full images and relations."""
     objects_ok, images_ok, colour_ok, relations, samples = [], [], [], [], []
@@ -184,12 +197,71 @@ def measure(model: str, captions: int = 200, steps: int = 25, guidance: float = 
             "trained_backgrounds": vae_psnr(backbone, held_out_scenes(50, seed=HELD_OUT_SEED + 1)),
             "unseen_backgrounds": vae_psnr(backbone, held_out_scenes(50, UNSEEN_BACKGROUNDS, seed=HELD_OUT_SEED + 2)),
         },
+        "vae_detector_agreement": vae_detector_agreement(backbone, held_out_scenes(captions)),
         "text_to_image": text_to_image(backbone, held_out_scenes(captions), steps, guidance),
         "attention": attention_localisation(backbone, held_out_scenes(attention_scenes, seed=HELD_OUT_SEED + 3)),
     }
     results["text_to_image"].update(steps=steps, guidance=guidance, target=TEXT_TO_IMAGE_TARGET)
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
+
+
+def _continue_config(info: dict) -> str:
+    if not info.get("continued_from"):
+        return ""
+    return ", then `continue_config.json` with `--init-from`"
+
+
+def _dominance_training(info: dict, last) -> str:
+    weight = info["config"]["unet"].get("noun_dominance_loss")
+    if not weight:
+        return ""
+    return (f"; in the continued run also (weight {weight}) 1 - the noun's mean attention probability over its mask's cells,"
+            f" so that the object's cells attend to their noun most, as RAD's official map needs; final value {last('unet', 'noun_dominance_loss')}")
+
+
+def _limits(results: dict, info: dict) -> str:
+    """The card's closing paragraph, from the measurements: what the model gets wrong and what would fix it."""
+    t2i, att = results["text_to_image"], results["attention"]
+    ceiling = results.get("vae_detector_agreement")
+    relations = "n/a" if t2i["relations_hold"] is None else f"{100 * t2i['relations_hold']:.0f}%"
+    lines = [f"It draws the colour it is asked for in {100 * t2i['colour_found']:.0f}% of objects, colour and shape together in"
+             f" {100 * t2i['object_agreement']:.0f}%, and every object of a caption in {100 * t2i['images_all_objects']:.0f}% of images;"
+             f" stated relations hold in {relations} of the"
+             f" {t2i['relations_checked']} cases where both objects were found."]
+    if t2i["object_agreement"] < TEXT_TO_IMAGE_TARGET:
+        gap = 100 * (TEXT_TO_IMAGE_TARGET - t2i["object_agreement"])
+        what = [f"more UNet steps ({info['unet_steps']} here) or a wider UNet"]
+        if ceiling is not None and ceiling < 0.9:
+            what.append(f"a sharper VAE (the detector finds only {100 * ceiling:.0f}% of objects in its own reconstructions;"
+                        " small triangles and squares decode with round corners)")
+        lines.append(f"The text -> image gate is missed by {gap:.1f} points; what would close it: {' and '.join(what)}.")
+    if "official_map_inside" in att:
+        lines.append(f"Its H/32 cross-attention localises words (share inside {att['mean_share_inside']:.2f} vs area"
+                     f" {att['mean_area_fraction']:.2f}) and, under RAD's official normalisation, an object's cells point at"
+                     f" its noun ({att['official_map_inside']:.2f} of 1), which is what RAD's gradient needs.")
+    lines.append("Only the world's words mean anything; everything else tokenises to characters it never saw. 128x128 is its"
+                 " native size; the 4x4 H/32 map makes attention coarse by construction.")
+    return "\n".join(lines)
+
+
+def _ceiling_line(results: dict) -> str:
+    if "vae_detector_agreement" not in results:
+        return ""
+    return (f"\n- The detector on the VAE's reconstructions of the {results['text_to_image']['captions']} held-out caption scenes (100% on"
+            f" the renders): colour and shape right for **{100 * results['vae_detector_agreement']:.1f}%** of objects, the ceiling of"
+            f" the text -> image gate below.")
+
+
+def _sharpen_note(folder: Path) -> str:
+    path = folder / "vae" / "sharpen_info.json"
+    if not path.exists():
+        return ""
+    info = json.loads(path.read_text())
+    return (f"\n- VAE decoder sharpened afterwards with the encoder frozen (so the latents, the scale and the UNet stay valid):"
+            f" `python -m longedit.toyworld.sharpen`, {info['decoder_steps']} steps, batch {info['batch']} full 128-px"
+            f" renders ({info['scenes']} scenes, {info['wild']} wild textures), object pixels weighted {1 + info['object_weight']:.0f}x,"
+            f" {info['elapsed_s']} s on {info['threads']} thread(s).")
 
 
 def _dominance_line(att: dict) -> str:
@@ -222,7 +294,7 @@ def _card(folder: Path, results: dict) -> str:
     size_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
     return f"""# toy: a small Stable-Diffusion-layout model of the toy world
 
-Trained here by `python -m longedit.toyworld.train` (config `longedit/toyworld/train_config.json`, seed
+Trained here by `python -m longedit.toyworld.train` (config `longedit/toyworld/train_config.json`{_continue_config(info)}, seed
 {info['config']['seed']}) on procedurally rendered 128x128 scenes of the toy world (`longedit.toyworld`):
 coloured circles, squares and triangles on textured grass / sand / water / sky / road. It is an
 *instrument* for measuring edits on machines without downloaded weights, not a general image model.
@@ -241,25 +313,20 @@ Load it with `--model toy` (this folder, shipped in the package) or `--model PAT
 - VAE: {info['vae_steps']} steps, batch {info['config']['vae']['batch']} random {info['config']['vae']['crop']}-px crops of rendered scenes and unconstrained random textures; final loss {last('vae', 'loss')}, train-crop PSNR {last('vae', 'psnr')} dB.
 - Latents: {info['config']['data']['scenes']} captioned scenes encoded once (posterior means).
 - UNet + text encoder jointly: {info['unet_steps']} steps, batch {info['config']['unet']['batch']}, AdamW lr {info['config']['unet']['lr']}, min-SNR-5 weighting, caption dropout {info['config']['unet']['caption_dropout']}, EMA {info['config']['unet']['ema_decay']} (exported); final smoothed loss {last('unet', 'smoothed', 1)}.
-- Attention grounding (weight {info['config']['unet'].get('attention_loss', 0)}): the UNet loss adds, for each object, 1 - the share of its shape noun's H/32 cross-attention inside the object's mask (TokenCompose-style token grounding; final value {last('unet', 'attention_loss')}).
+- Attention grounding (weight {info['config']['unet'].get('attention_loss', 0)}): the UNet loss adds, for each object, 1 - the share of its shape noun's H/32 cross-attention inside the object's mask (TokenCompose-style token grounding; final value {last('unet', 'attention_loss')}){_dominance_training(info, last)}.
 - Run notes: {info['config'].get('_comment', '')}{continued_note(info)}
-- Wall time per stage (s): {info['elapsed_s']}. Loss log: `loss.jsonl`.
+- Wall time per stage (s): {info['elapsed_s']}. Loss log: `loss.jsonl`.{_sharpen_note(folder)}
 
 ## Quality gates (`python -m longedit.toyworld.gates --model longedit/toyworld/model --card`)
 Held-out renders (seeds disjoint from training), detector `longedit.toyworld.detect`:
-- VAE reconstruction PSNR: {vae['trained_backgrounds']:.2f} dB on held-out scenes, {vae['unseen_backgrounds']:.2f} dB on scenes over background kinds never seen in training (bricks, checker, marble).
+- VAE reconstruction PSNR: {vae['trained_backgrounds']:.2f} dB on held-out scenes, {vae['unseen_backgrounds']:.2f} dB on scenes over background kinds never seen in training (bricks, checker, marble).{_ceiling_line(results)}
 - Text -> image, {t2i['captions']} held-out captions ({t2i['objects']} objects), DDIM {t2i['steps']} steps, guidance {t2i['guidance']}: colour and shape agree for **{100 * t2i['object_agreement']:.1f}%** of objects (target {100 * TEXT_TO_IMAGE_TARGET:.0f}%{gap}); colour alone found {100 * t2i['colour_found']:.1f}%; all objects right in {100 * t2i['images_all_objects']:.1f}% of images; stated relations hold in {'n/a' if t2i['relations_hold'] is None else f"{100 * t2i['relations_hold']:.1f}%"} of {t2i['relations_checked']} checkable cases.
 - Cross-attention localisation, {att['objects']} objects in {att['scenes']} noised held-out renders, {att['map']} maps (H/32) averaged over {att['timesteps']} DDIM timesteps: the object word's attention share inside its mask is **{att['mean_share_inside']:.3f}** vs a mask area fraction of {att['mean_area_fraction']:.3f} ({att['ratio']:.2f}x); share above area for {100 * att['objects_share_above_area']:.0f}% of objects.{_dominance_line(att)}
 
 ![samples](samples.png)
 
 ## What it cannot do
-It draws the colours it is asked for ({100 * t2i['colour_found']:.0f}% found) as soft blobs, but rarely the
-right shape, and it does not follow relations: the text -> image gate is missed. What would close it:
-more UNet steps ({info['unet_steps']} here; the design planned ~10k on 2 cores) and a sharper VAE (small triangles decode
-as round blobs: {vae['trained_backgrounds']:.1f} dB). Its H/32 cross-attention does localise words (trained with a grounding
-loss), which is what RAD needs. Only the world's words mean anything; everything else tokenises to
-characters it never saw. 128x128 is its native size; the 4x4 H/32 map makes attention coarse by construction.
+{_limits(results, info)}
 """
 
 
