@@ -18,10 +18,11 @@ pytestmark = pytest.mark.slow
 
 MAX_MODEL_MB = 20
 MIN_COLOUR_DRAWN = 0.8  # share of single-object captions whose colour the detector finds
-MIN_DRAWN = 0.6  # share whose colour *and* shape it agrees with (not reached: see the xfail)
+MIN_DRAWN = 0.6  # share whose colour *and* shape it agrees with
 MIN_NEW_COLOUR_SHARE = 0.5  # frames with an object of the edited colour inside its region
 MIN_NEW_OBJECT_SHARE = 0.5  # frames with the edited colour *and* shape inside its region
 MAX_BACKGROUND_LOSS_DB = 1.0  # outside the region (8 px margin): edited vs the VAE round trip, both against the source
+MAX_SOURCE_REMNANT = 0.1  # of the source circle's area: red left inside the region after the edit
 MAX_SEAM_RATIO = 2.5  # frame-to-frame change at window boundaries over the median change elsewhere
 MIN_RAD_MAP_ON_OBJECT = 0.4  # RAD's official map (softmax(100 A), columns 1-75) of a noun, mean over its object's cells
 
@@ -61,8 +62,8 @@ def test_toy_model_draws_what_it_is_told(toy):
     colours = [find(f, scene.objects[0].colour) is not None for f, scene in zip(found, scenes)]
     assert np.mean(colours) >= MIN_COLOUR_DRAWN, colours
     hits = [agreement(f, scene.objects)[0] for f, scene in zip(found, scenes)]
-    if np.mean(hits) < MIN_DRAWN:  # passes with the 9000-step model (gate: 53.3% of 418 objects; 31.6% at 3000 steps)
-        pytest.xfail(f"colour and shape right for {np.mean(hits):.0%} of objects, below {MIN_DRAWN:.0%}: the model draws colours, rarely shapes")
+    # the model card's gate on 418 held-out objects: 62.4% (53.3% at 9000 UNet steps, 31.6% at 3000)
+    assert np.mean(hits) >= MIN_DRAWN, f"colour and shape right for {np.mean(hits):.0%} of objects, below {MIN_DRAWN:.0%}"
 
 
 def test_object_cells_attend_to_their_noun_as_rad_needs(toy):
@@ -103,19 +104,23 @@ def edits(tmp_path_factory):
 
 
 def test_edit_replaces_the_source_object_inside_its_region(edits):
-    """The red circle is gone from the region in every frame; the new colour is there in most."""
-    from longedit.toyworld.scoring import in_region, placement_share
+    """The red circle is gone from the region in every frame (a fleck of red at the region's edge, under
+    MAX_SOURCE_REMNANT of the circle's area, is not the circle); the new colour is there in most."""
+    from longedit.toyworld.detect import detect, find
+    from longedit.toyworld.scoring import placement_share
 
     edit, frames = edits
     assert placement_share(frames["source"], edit.boxes, "red", "circle") == 1.0
     assert placement_share(frames["source"], edit.boxes, edit.colour, None) == 0.0
-    assert not any(in_region(f, "red", "circle", b) for f, b in zip(frames["edited"], edit.boxes))
+    for index, (frame, source, box) in enumerate(zip(frames["edited"], frames["source"], edit.boxes)):
+        circle = find(detect(source), "red", "circle")
+        left = find(detect(frame), "red")
+        remnant = 0 if left is None or left.inside(box) < 0.6 else left.area
+        assert remnant <= MAX_SOURCE_REMNANT * circle.area, f"frame {index}: red blob of {remnant} px left of {circle.area}"
     coloured = placement_share(frames["edited"], edit.boxes, edit.colour, None)
     assert coloured >= MIN_NEW_COLOUR_SHARE, f"{edit.colour} object in its region in {coloured:.0%} of frames"
 
 
-@pytest.mark.xfail(strict=True, reason="measured with the committed toy model (9000 UNet steps): blue square in its region "
-                   "in 2/8 frames (text->image gate 53.3%: it draws the asked shape in half the objects, less often in an edit)")
 def test_edit_gives_the_new_object_its_shape(edits):
     from longedit.toyworld.scoring import placement_share
 
@@ -124,9 +129,9 @@ def test_edit_gives_the_new_object_its_shape(edits):
     assert shaped >= MIN_NEW_OBJECT_SHARE, f"{edit.colour} {edit.shape} in its region in {shaped:.0%} of frames"
 
 
-@pytest.mark.xfail(strict=True, reason="measured with the committed toy model (9000 UNet steps): blue square in its region "
-                   "in 2/8 frames with RAD and 2/8 without (RAD's inner loss stays ~1 on this model; see RESULTS, the ablation)")
 def test_rad_places_the_object_in_more_frames_than_without(edits):
+    """6/8 frames with RAD, 4/8 without, measured with the committed model (18000 UNet steps, noun dominance
+    trained in); the 9000-step model, whose object cells attended to padding, gave 2/8 and 2/8."""
     from longedit.toyworld.scoring import placement_share
 
     edit, frames = edits

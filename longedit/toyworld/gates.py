@@ -206,6 +206,11 @@ def measure(model: str, captions: int = 200, steps: int = 25, guidance: float = 
     return results
 
 
+def _lr_decay(info: dict) -> str:
+    ratio = info["config"]["unet"].get("min_lr_ratio")
+    return "" if ratio is None else f" (cosine decay to {ratio}x over the continued run)"
+
+
 def _continue_config(info: dict) -> str:
     if not info.get("continued_from"):
         return ""
@@ -312,7 +317,7 @@ Load it with `--model toy` (this folder, shipped in the package) or `--model PAT
 - Device: {info['device']}, torch {info['torch']}; the CPU was shared with other jobs (load average 5-8 on 2 cores).
 - VAE: {info['vae_steps']} steps, batch {info['config']['vae']['batch']} random {info['config']['vae']['crop']}-px crops of rendered scenes and unconstrained random textures; final loss {last('vae', 'loss')}, train-crop PSNR {last('vae', 'psnr')} dB.
 - Latents: {info['config']['data']['scenes']} captioned scenes encoded once (posterior means).
-- UNet + text encoder jointly: {info['unet_steps']} steps, batch {info['config']['unet']['batch']}, AdamW lr {info['config']['unet']['lr']}, min-SNR-5 weighting, caption dropout {info['config']['unet']['caption_dropout']}, EMA {info['config']['unet']['ema_decay']} (exported); final smoothed loss {last('unet', 'smoothed', 1)}.
+- UNet + text encoder jointly: {info['unet_steps']} steps, batch {info['config']['unet']['batch']}, AdamW lr {info['config']['unet']['lr']}{_lr_decay(info)}, min-SNR-5 weighting, caption dropout {info['config']['unet']['caption_dropout']}, EMA {info['config']['unet']['ema_decay']} (exported); final smoothed loss {last('unet', 'smoothed', 1)}.
 - Attention grounding (weight {info['config']['unet'].get('attention_loss', 0)}): the UNet loss adds, for each object, 1 - the share of its shape noun's H/32 cross-attention inside the object's mask (TokenCompose-style token grounding; final value {last('unet', 'attention_loss')}){_dominance_training(info, last)}.
 - Run notes: {info['config'].get('_comment', '')}{continued_note(info)}
 - Wall time per stage (s): {info['elapsed_s']}. Loss log: `loss.jsonl`.{_sharpen_note(folder)}
