@@ -32,7 +32,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the toy clip, the edited clips, reports and the contact sheet.")] = Path("demo-output"),
     model: Annotated[str, typer.Option(help="'toy' (trained, built in), 'tiny' (random, smoke runs) or a model folder.")] = "toy",
     frames: Annotated[int, typer.Option(help="Length of the toy clip.")] = 16,
-    steps: Annotated[int, typer.Option(help="DDIM steps. 10: with the toy model, more steps invert the source circle more exactly and the edit keeps its round shape (blue square in its region: 56% of frames at 10 steps, 25% at 12, 6% at 15 and 20).")] = 10,
+    steps: Annotated[int, typer.Option(help="DDIM steps. 10 measured best with the toy model on this clip (blue square in its region in 56% of frames at 10 steps, 25% at 12, 6% at 15 and 20: with more steps the new object comes out smaller and off-centre).")] = 10,
     window: Annotated[int, typer.Option(min=WINDOW_MIN, max=WINDOW_MAX, help="Frames per window (stride: half).")] = 8,
 ) -> None:
     """Edit a toy clip with the trained toy model (red circle -> blue square), with and without RAD/IRJS."""
