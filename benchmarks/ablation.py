@@ -13,6 +13,9 @@ Three tables, each a set of edits measured by `longedit eval`'s code with the to
   4-32 range), `--anchor video`, pyramid overlap weights; plus the seam ratio (largest frame-to-frame
   change at window boundaries over the median elsewhere).
 - `topk`: RAD's top-k ratio 10%, 20%, 40%, 100% (the paper's Figure 7) on the single-object clips.
+- `binding`: two objects side by side, both repainted, the prompt naming the right-hand one first; each word
+  has its region, so only RAD's word-to-region binding says which new object goes where (placement averaged
+  over both words), with and without RAD and IRJS.
 
 Every edit's measurements go to OUT/runs/NAME.json as soon as it finishes; a rerun skips finished edits, so
 an interrupted ablation resumes. The tables (mean +- std over clips and seeds) go to OUT/TABLE.md.
@@ -20,6 +23,7 @@ an interrupted ablation resumes. The tables (mean +- std over clips and seeds) g
     python benchmarks/ablation.py main --out ablation/ [--clips 5 --seeds 2 --frames 8 --steps 10]
     python benchmarks/ablation.py long --out ablation/ [--frames 96]
     python benchmarks/ablation.py topk --out ablation/
+    python benchmarks/ablation.py binding --out ablation/
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ class ToyEdit:
     boxes: dict[str, list[tuple[int, int, int, int]]]
     relation: bool
     colour: str  # the edited object's new colour (the toy model draws colours far better than shapes)
+    colours: dict[str, str] | None = None  # every scored word's new colour (default: words[0] -> colour)
+    scored: int = 1  # how many of `words` (from the first) are measured for placement
+
+    def scored_colours(self) -> dict[str, str]:
+        return self.colours or {self.words[0]: self.colour}
 
 
 def _other(options, *avoid: str, rng: np.random.Generator) -> str:
@@ -84,6 +93,26 @@ def make_edit(index: int, frames: int, two_objects: bool) -> ToyEdit:
     words = [new_shape] + [o.shape for o in objects[1:]]
     boxes = {word: clip.boxes(i) for i, word in enumerate(words)}
     return ToyEdit(f"clip{index}", clip, scene.caption, prompt, words, boxes, two_objects, new_colour)
+
+
+def make_binding_edit(index: int, frames: int) -> ToyEdit:
+    """Held-out clip `index` with two objects side by side, *both* repainted with new colours and shapes,
+    the prompt naming the right-hand one first ("a X and a Y on ..."): each word has its own region, and
+    nothing but the binding of word to region says which object becomes which."""
+    rng = np.random.default_rng(HELD_OUT_SEED + 1000 + index)
+    background = str(rng.choice(["grass", "sand", "water", "sky", "road"]))
+    left_colour, right_colour = (str(c) for c in rng.choice(list(COLOURS), size=2, replace=False))
+    left = ToyObject(left_colour, str(rng.choice(SHAPES)), SIZE * 0.27, SIZE * float(rng.uniform(0.4, 0.6)), SIZE * 0.3)
+    right = ToyObject(right_colour, str(rng.choice(SHAPES)), SIZE * 0.75, SIZE * float(rng.uniform(0.4, 0.6)), SIZE * 0.3)
+    scene = Scene(background, (left, right), None, int(rng.integers(2**31)))
+    clip = render_clip(scene, frames=frames, size=SIZE, pan=0.08, seed=1000 + index, travel=0.12)
+    new_right, new_left = (str(c) for c in rng.choice([c for c in COLOURS if c not in (left_colour, right_colour)], size=2, replace=False))
+    shape_right, shape_left = (str(s) for s in rng.choice(SHAPES, size=2, replace=False))
+    prompt = Scene(background, (ToyObject(new_right, shape_right, right.cx, right.cy, right.size),
+                                ToyObject(new_left, shape_left, left.cx, left.cy, left.size))).caption
+    boxes = {shape_right: clip.boxes(1), shape_left: clip.boxes(0)}
+    return ToyEdit(f"bind{index}", clip, scene.caption, prompt, [shape_right, shape_left], boxes, False, new_right,
+                   colours={shape_right: new_right, shape_left: new_left}, scored=2)
 
 
 def keyframed(boxes: list[tuple[int, int, int, int]], every: int = 4) -> dict[int, tuple[int, int, int, int]]:
@@ -140,7 +169,7 @@ def run_one(edit: ToyEdit, source: Path, name: str, settings: dict, args: argpar
         "settings": settings,
         "s_per_frame": seconds / report["frames"],
         "unet_forwards": report["unet_forwards"],
-        "placement": {w: measured["placement"][w]["value"] for w in edit.words[:1]},
+        "placement": {w: measured["placement"][w]["value"] for w in edit.words[: edit.scored]},
         "colour_placement": colour_placement(edit, source, output),
         "relations": {k: v["value"] for k, v in measured["relations"].items()},
         "background_psnr": measured["background"]["psnr"]["value"],
@@ -154,11 +183,11 @@ def run_one(edit: ToyEdit, source: Path, name: str, settings: dict, args: argpar
 
 
 def colour_placement(edit: ToyEdit, source: Path, output: Path) -> float | None:
-    """Share of frames where the edited object's new colour (any shape) lies in its region."""
-    word = edit.words[0]
-    spec = ObjectSpec(word=edit.colour, keyframes=keyframed(edit.boxes[word]))
-    measured = evaluate_videos(source, output, EvalSettings(prompt=edit.prompt, object_specs=[spec], detector="toy", lpips="none"))
-    return measured["placement"][edit.colour]["value"]
+    """Share of frames where each scored word's new colour (any shape) lies in its region, averaged over words."""
+    specs = [ObjectSpec(word=colour, keyframes=keyframed(edit.boxes[word])) for word, colour in edit.scored_colours().items()]
+    measured = evaluate_videos(source, output, EvalSettings(prompt=edit.prompt, object_specs=specs, detector="toy", lpips="none"))
+    values = [measured["placement"][spec.word]["value"] for spec in specs]
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def with_seams(record: dict, video: Path) -> dict:
@@ -261,9 +290,27 @@ def topk_table(args: argparse.Namespace) -> str:
     return table(records, [c for c in COLUMNS if c[1] != "relations"])
 
 
+BINDING_ROWS: dict[str, dict] = {row: ROWS[row] for row in ("baseline", "+RAD", "RAD+IRJS+paste")}
+BINDING_ROWS["IRJS+paste (no RAD)"] = {"rad": False, "irjs": True, "paste_background": True}
+
+
+def binding_table(args: argparse.Namespace) -> str:
+    records: dict[str, list[dict]] = {row: [] for row in BINDING_ROWS}
+    for seed in range(args.seeds):
+        for index in range(args.clips):
+            edit = make_binding_edit(index, args.frames)
+            path = args.out / "clips" / f"{edit.name}-{args.frames}f.mp4"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_clip(edit.clip, path, fps=Fraction(8))
+            for row, settings in BINDING_ROWS.items():
+                records[row].append(run_one(edit, path, f"binding-{edit.name}-s{seed}-{row}", {**settings, "seed": seed}, args))
+    return table(records, [c for c in COLUMNS if c[1] != "relations"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", choices=["main", "long", "topk"])
+    parser.add_argument("table", choices=["main", "long", "topk", "binding"])
     parser.add_argument("--out", type=Path, default=Path("ablation"))
     parser.add_argument("--model", default="toy")
     parser.add_argument("--clips", type=int, default=5)
@@ -274,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=["paper", "fast"], default="fast", help="fast: no refinement (CPU budget)")
     args = parser.parse_args(argv)
     args.frames = args.frames or (96 if args.table == "long" else 8)
-    builders = {"main": main_table, "long": long_table, "topk": topk_table}
+    builders = {"main": main_table, "long": long_table, "topk": topk_table, "binding": binding_table}
     text = builders[args.table](args)
     header = (
         f"`python benchmarks/ablation.py {' '.join(argv if argv is not None else sys.argv[1:])}` "

@@ -40,6 +40,19 @@ def test_held_out_edits_ask_for_a_new_object_in_the_source_objects_path(ablation
     assert ablation.make_edit(0, 6, False).prompt == ablation.make_edit(0, 6, False).prompt  # reproducible
 
 
+def test_binding_edits_repaint_both_objects_and_name_the_right_one_first(ablation):
+    for index in range(4):
+        edit = ablation.make_binding_edit(index, frames=6)
+        left, right = edit.clip.objects[0]
+        first, second = edit.words
+        assert edit.scored == 2 and first != second and set(edit.boxes) == {first, second}
+        assert edit.boxes[first] == edit.clip.boxes(1) and edit.boxes[second] == edit.clip.boxes(0)  # first word: right object
+        colours = edit.scored_colours()
+        assert edit.prompt.startswith(f"a {colours[first]} {first} and a {colours[second]} {second} on ")
+        assert colours[first] != colours[second] and not {left.colour, right.colour} & set(colours.values())
+        assert left.cx < right.cx
+
+
 def test_table_is_mean_and_std_over_records_with_missing_values_skipped(ablation):
     records = {
         "a": [{"x": 1.0, "d": {"w": 0.0}}, {"x": 3.0, "d": {"w": 1.0}}],
@@ -68,6 +81,17 @@ def test_main_table_runs_measures_and_resumes_on_the_tiny_model(ablation, tmp_pa
     stamps = {p: p.stat().st_mtime_ns for p in runs}
     assert ablation.main(args) == 0  # a rerun measures nothing again
     assert {p: p.stat().st_mtime_ns for p in runs} == stamps
+
+
+@pytest.mark.slow
+def test_binding_table_measures_both_words_on_the_tiny_model(ablation, tmp_path):
+    args = ["binding", "--out", str(tmp_path), "--model", "tiny", "--clips", "1", "--seeds", "1", "--frames", "4", "--steps", "1", "--window", "4"]
+    assert ablation.main(args) == 0
+    record = json.loads((tmp_path / "runs" / "binding-bind0-s0-RAD+IRJS+paste.json").read_text())
+    edit = ablation.make_binding_edit(0, 4)
+    assert list(record["placement"]) == edit.words  # both words scored
+    table = (tmp_path / "binding.md").read_text()
+    assert all(f"| {row} |" in table for row in ablation.BINDING_ROWS) and "relation holds" not in table
 
 
 def test_seam_ratio_worst_and_mean_boundary_against_a_hand_count():
