@@ -136,7 +136,7 @@ class PickScoreMetric:
         self.model = model
         self.reason = "the PickScore folder has no tokenizer" if model.tokenizer is None else (None if prompt else "no --prompt given")
         self.text = model.embed_text(prompt) if self.reason is None else None
-        self.scale = float(model.model.logit_scale.exp())
+        self.scale = float(model.model.logit_scale.detach().exp())
         self.pending: list[np.ndarray] = []
         self.scores: list[float] = []
 
