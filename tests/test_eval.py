@@ -546,3 +546,29 @@ def test_pickscore_without_weights_is_null_with_a_reason(clips, tmp_path):
                  "--pickscore", str(tmp_path / "none"), "--local-files-only", "--json", str(out)]) == 0
     pickscore = json.loads(out.read_text())["clip"]["pickscore"]
     assert pickscore["value"] is None and "PickScore model" in pickscore["reason"] and "could not be loaded" in pickscore["reason"]
+
+
+def test_an_edit_of_an_odd_size_source_is_compared_with_the_source_cropped_the_same_way(tmp_path, capsys):
+    """The editor writes an odd-size source one column/row smaller (H.264 4:2:0); eval crops the source to
+    match instead of refusing, and says so. Any other size mismatch is still refused."""
+    from fractions import Fraction
+
+    from longedit.cli import main
+    from longedit.video import iter_frames
+    from longedit.video.encode import VideoWriter
+
+    source = make_clip(tmp_path / "odd.mkv", frames=4, width=65, height=49).path
+    edited = tmp_path / "edited.mp4"
+    with VideoWriter(edited, 65, 49, Fraction(24), warn_crop=False) as writer:
+        for frame in iter_frames(source):
+            writer.write(frame)
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(source), str(edited), "--object", "cat=8,8,24,24", "--lpips", "none", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["width"], report["height"]) == (64, 48)
+    assert report["source_cropped"] == "cropped 65x49 -> 64x48 (H.264 4:2:0 needs even sizes)"
+    assert report["background"]["psnr"]["value"] > 30  # the same frames, re-encoded: compared pixel for pixel
+    assert "source cropped 65x49 -> 64x48" in capsys.readouterr().out
+    other = make_clip(tmp_path / "other.mkv", frames=4, width=62, height=48).path
+    assert main(["eval", str(source), str(other), "--object", "cat=8,8,24,24", "--lpips", "none"]) == 2
+    assert "is 65x49 but" in capsys.readouterr().err

@@ -34,7 +34,8 @@ def summary_lines(report: dict) -> list[str]:
     background, temporal, clip = report["background"], report["temporal"], report["clip"]
     lines = [
         f"{report['frames']} frames {report['width']}x{report['height']}, regions of {', '.join(report['words'])} "
-        f"(margin {report['margin_px']} px)",
+        f"(margin {report['margin_px']} px)"
+        + (f"; source {report['source_cropped']} to match the edit" if report.get("source_cropped") else ""),
         f"  background PSNR {_fmt(background['psnr'], 2)} dB, SSIM {_fmt(background['ssim'])}, LPIPS {_fmt(background['lpips'])}",
     ]
     if "inside" in temporal:

@@ -38,18 +38,28 @@ class EvalSettings:
     device: str = "cpu"
 
 
-def check_same_shape(source, edited) -> None:
-    """Frame counts and sizes must match (containers and codecs may differ)."""
+def check_same_shape(source, edited) -> tuple[int, int] | None:
+    """Frame counts and sizes must match (containers and codecs may differ).
+
+    One exception: an edit of an odd-size source is written one column/row smaller (H.264 4:2:0 needs even
+    sizes, `even_size`, the last column/row dropped), so such a pair is compared with the source cropped the
+    same way. Returns that (width, height), or None when the sizes are equal.
+    """
+    from longedit.video.encode import even_size
+
     if source.frames != edited.frames:
         raise UserError(
             f"'{source.path}' has {source.frames} frames but '{edited.path}' has {edited.frames} frames",
             "compare a video with its own edit, frame for frame",
         )
-    if (source.width, source.height) != (edited.width, edited.height):
-        raise UserError(
-            f"'{source.path}' is {source.width}x{source.height} but '{edited.path}' is {edited.width}x{edited.height}",
-            "edit with --keep-size, or resize one video to the other's size",
-        )
+    if (source.width, source.height) == (edited.width, edited.height):
+        return None
+    if (edited.width, edited.height) == even_size(source.width, source.height):
+        return edited.width, edited.height
+    raise UserError(
+        f"'{source.path}' is {source.width}x{source.height} but '{edited.path}' is {edited.width}x{edited.height}",
+        "edit with --keep-size, or resize one video to the other's size",
+    )
 
 
 def _fidelity(psnr: list, ssim: list, lpips: list, lpips_reason: str | None) -> dict:
@@ -71,9 +81,11 @@ def _relations(relations: list, unbound: dict[str, str], score: RelationScore | 
 def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings) -> dict:
     """Every metric of `edited_path` against `source_path`, as a JSON-ready dict."""
     from longedit.video import iter_frames, probe
+    from longedit.video.encode import crop_note
 
     source, edited = probe(source_path), probe(edited_path)
-    check_same_shape(source, edited)
+    crop = check_same_shape(source, edited)
+    width, height = crop or (source.width, source.height)
     objects = settings.object_specs if settings.object_specs is not None else resolve_objects(settings.objects, settings.masks)
     if not objects:
         raise UserError("no regions given", "give --object WORD=x0,y0,x1,y1[@FRAME] or --masks DIR")
@@ -98,6 +110,7 @@ def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings
 
     frames = 0
     for src, edt, masks in zip(iter_frames(source_path), iter_frames(edited_path), regions):
+        src, masks = src[:height, :width], masks[:, :height, :width]  # a no-op unless the edit was cropped to even
         union = masks.any(axis=0)
         background = ~union
         src_t, edt_t = to_tensor(src), to_tensor(edt)
@@ -126,8 +139,9 @@ def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings
         "source": str(source_path),
         "edited": str(edited_path),
         "frames": frames,
-        "width": source.width,
-        "height": source.height,
+        "width": width,
+        "height": height,
+        "source_cropped": crop_note(source.width, source.height) if crop else None,
         "prompt": settings.prompt,
         "words": words,
         "margin_px": settings.margin,
