@@ -410,7 +410,7 @@ def run_edit(
     device = resolve_device(job.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    tuned = tuned_model(job, progress, stop_event)
+    tuned = tuned_model(job, progress, stop_event, progress_dir)
     backbone = load_backbone(tuned or job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
     words = resolve_words(backbone.tokenizer, job, prepared)
     settings = loop_settings(job, device)
@@ -466,10 +466,14 @@ def run_edit(
     return report
 
 
-def tuned_model(job: EditJob, progress: bool, stop_event: threading.Event | None) -> str | None:
+def tuned_model(
+    job: EditJob, progress: bool, stop_event: threading.Event | None, progress_dir: Path | None = None
+) -> str | None:
     """The Tune-A-Video folder a job with `tune:` edits with (cached per clip, base model and settings), else None.
 
     The cache is `tune.cache_dir` (`longedit run` and `watch` set it), else `.longedit-tuned` beside the output.
+    While it tunes, the job's `progress.json` (in `progress_dir`) says so: phase `tune`, its share and ETA
+    (`longedit status` shows them); the edit's own phases replace it when the edit starts.
     """
     if job.tune is None:
         return None
@@ -478,10 +482,20 @@ def tuned_model(job: EditJob, progress: bool, stop_event: threading.Event | None
 
     settings = job.tune if job.tune.size is not None else job.tune.model_copy(update={"size": job.size})
     cache = job.tune.cache_dir or Path(job.output).resolve().parent / f".longedit-{TUNED_CACHE_FOLDER}"
-    folder = ensure_tuned_model(
-        Path(job.input), job.source_prompt, job.model, settings, cache, device=job.device,
-        local_files_only=job.local_files_only, progress=progress, stop_event=stop_event,
-    )
+    tracker = None
+    if progress_dir is not None and settings.steps:
+        Path(progress_dir).mkdir(parents=True, exist_ok=True)
+        tracker = JobProgress([Phase("tune", settings.steps, 1.0)], path=Path(progress_dir) / PROGRESS_NAME)
+        tracker.start("tune")
+    try:
+        folder = ensure_tuned_model(
+            Path(job.input), job.source_prompt, job.model, settings, cache, device=job.device,
+            local_files_only=job.local_files_only, progress=progress, stop_event=stop_event,
+            on_step=None if tracker is None else (lambda step, loss: tracker.advance("tune")),
+        )
+    finally:
+        if tracker is not None:
+            tracker.close()
     return str(folder)
 
 

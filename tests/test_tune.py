@@ -375,3 +375,22 @@ def test_edit_with_the_tune_flag_tunes_first_and_caches_beside_the_output(clip, 
     assert json.loads(report.read_text())["backbone"] == "tuneavideo"
     tuned = [p for p in (tmp_path / ".longedit-tuned").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(tuned) == 1 and json.loads((tuned[0] / TUNE_INFO).read_text())["settings"]["steps"] == 2
+
+
+@pytest.mark.slow
+def test_a_job_that_tunes_first_says_so_in_its_progress_file(clip, tmp_path):
+    """`longedit status` reads progress.json: during the tuning it holds phase 'tune' with its share and ETA."""
+    from longedit.commands.edit import build_job
+    from longedit.config import parse_object_args
+    from longedit.engine import tuned_model
+    from longedit.progress import PROGRESS_NAME
+
+    job = build_job(dict(
+        input=clip, output=tmp_path / "edited.mp4", model="tiny", source_prompt=PROMPT, prompt="a yellow duck on a road",
+        objects=parse_object_args(["duck=10,10,40,40"]), steps=2, size=64, window=4, stride=2, tune={"steps": 3},
+    ))
+    folder = tuned_model(job, False, None, tmp_path / "work")
+    assert (Path(folder) / TUNE_INFO).is_file()
+    final = json.loads((tmp_path / "work" / PROGRESS_NAME).read_text())
+    assert final["phase"] == "tune" and final["fraction"] == 1.0
+    assert final["phases"] == [{"name": "tune", "done": 3, "total": 3}]

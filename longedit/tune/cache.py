@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from longedit.config import TuneSettings
@@ -55,8 +55,10 @@ def ensure_tuned_model(
     local_files_only: bool = False,
     progress: bool = True,
     stop_event: threading.Event | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> Path:
-    """The tuned model folder for this clip and base model: from the cache, or tuned now and cached."""
+    """The tuned model folder for this clip and base model: from the cache, or tuned now and cached.
+    `on_step(step, loss)` after every training step (for a job's progress file)."""
     settings = resolved_settings(settings)
     clip_sha = file_sha256(Path(clip))
     key = tune_key(clip_sha, model, prompt, settings)[:KEY_LENGTH]
@@ -70,6 +72,6 @@ def ensure_tuned_model(
             tune_clip(
                 Path(clip), prompt, folder, settings, model=model, work_dir=cache_dir / f".{key}.work", device=device,
                 local_files_only=local_files_only, progress=progress, stop_event=stop_event, exist_ok=True,
-                clip_sha256=clip_sha,
+                clip_sha256=clip_sha, on_step=on_step,
             )
     return folder
