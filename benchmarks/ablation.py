@@ -239,16 +239,21 @@ COLUMNS = [
 ]
 
 
+def _clip_file(args: argparse.Namespace, edit: ToyEdit, frames: int) -> Path:
+    """The edit's source clip, written once into OUT/clips."""
+    path = args.out / "clips" / f"{edit.name}-{frames}f.mp4"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_clip(edit.clip, path, fps=Fraction(8))
+    return path
+
+
 def _clips(args: argparse.Namespace, count: int, frames: int, two_every: int | None) -> list[tuple[ToyEdit, Path]]:
     out = []
     for index in range(count):
         two = two_every is not None and index % two_every == two_every - 1
         edit = make_edit(index, frames, two)
-        path = args.out / "clips" / f"{edit.name}-{frames}f.mp4"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_clip(edit.clip, path, fps=Fraction(8))
-        out.append((edit, path))
+        out.append((edit, _clip_file(args, edit, frames)))
     return out
 
 
@@ -299,10 +304,7 @@ def binding_table(args: argparse.Namespace) -> str:
     for seed in range(args.seeds):
         for index in range(args.clips):
             edit = make_binding_edit(index, args.frames)
-            path = args.out / "clips" / f"{edit.name}-{args.frames}f.mp4"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_clip(edit.clip, path, fps=Fraction(8))
+            path = _clip_file(args, edit, args.frames)
             for row, settings in BINDING_ROWS.items():
                 records[row].append(run_one(edit, path, f"binding-{edit.name}-s{seed}-{row}", {**settings, "seed": seed}, args))
     return table(records, [c for c in COLUMNS if c[1] != "relations"])

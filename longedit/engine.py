@@ -483,7 +483,7 @@ def tuned_model(
     settings = job.tune if job.tune.size is not None else job.tune.model_copy(update={"size": job.size})
     cache = job.tune.cache_dir or Path(job.output).resolve().parent / f".longedit-{TUNED_CACHE_FOLDER}"
     tracker = None
-    if progress_dir is not None and settings.steps:
+    if progress_dir is not None:
         Path(progress_dir).mkdir(parents=True, exist_ok=True)
         tracker = JobProgress([Phase("tune", settings.steps, 1.0)], path=Path(progress_dir) / PROGRESS_NAME)
         tracker.start("tune")

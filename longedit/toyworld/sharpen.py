@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from longedit.toyworld.render import render_scene
 from longedit.toyworld.textures import texture
+from longedit.toyworld.train import cosine_factor, to_tensor
 from longedit.toyworld.world import sample_scene
 
 SEED = 7  # scenes drawn here are disjoint from training (seeds 1-4) and the gates' held-out seeds
@@ -55,7 +56,7 @@ def build_pool(vae, scenes: int, wild: int, size: int, weight: float) -> dict:
     for i in range(wild):
         images.append((texture("wild", size, size, 20_000_000 + i) * 255).round().astype(np.uint8))
         weights.append(np.ones((size, size), np.float32))
-    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    pixels = to_tensor(np.stack(images))
     latents = torch.cat([vae.encode(part).latent_dist.mean for part in pixels.split(50)])
     return {"pixels": pixels.half(), "latents": latents, "weights": torch.from_numpy(np.stack(weights))[:, None]}
 
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=args.steps, initial=step, desc="decoder", mininterval=20, file=sys.stderr)
     last_save = started = time.monotonic()
     while step < args.steps and not (args.work / "STOP").exists():
-        for group in optim.param_groups:  # cosine decay to 0.1x: the last steps polish, not hop
-            group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for group in optim.param_groups:
+            group["lr"] = args.lr * cosine_factor(step, args.steps, 0.1)
         idx = torch.randint(len(pool["latents"]), (args.batch,))
         target, weight = pool["pixels"][idx].float(), pool["weights"][idx]
         recon = vae.decode(pool["latents"][idx]).sample

@@ -41,14 +41,17 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def cosine_factor(step: int, steps: int, ratio: float) -> float:
+    """1 at step 0 down to `ratio` at `steps`, along half a cosine (the last steps polish, not hop)."""
+    return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(step / max(steps, 1), 1.0)))
+
+
 def unet_lr(cfg: dict, step: int, steps: int) -> float:
     """Linear warmup, then constant, or a cosine decay to `min_lr_ratio` x lr over the run when the
     config sets it (a continued run settles into a minimum instead of hopping around it)."""
     lr = cfg["lr"] * min(1.0, (step + 1) / cfg["warmup"])
     ratio = cfg.get("min_lr_ratio")
-    if ratio is None:
-        return lr
-    return lr * (ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(step / max(steps, 1), 1.0))))
+    return lr if ratio is None else lr * cosine_factor(step, steps, ratio)
 
 
 def grounding_losses(
