@@ -178,3 +178,21 @@ def test_demo_command_writes_videos_measures_and_a_contact_sheet(tmp_path, capsy
     assert set(measured) == {"edited", "no RAD", "no IRJS"}
     assert "blue square in its region in" in out and "background PSNR" in out
     assert json.loads((tmp_path / "report-no-rad.json").read_text())["rad"]["enabled"] is False
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--frames", "0"], "Invalid value for '--frames'"),
+        (["--steps", "0"], "Invalid value for '--steps'"),
+        (["--model", "/nonexistent/model"], "model folder '/nonexistent/model' does not exist"),
+    ],
+)
+def test_demo_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, argv, message):
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "longedit.cli", "demo", "--out", str(out), *argv], capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()

@@ -31,8 +31,8 @@ def _frames(path: Path) -> list:
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the toy clip, the edited clips, reports and the contact sheet.")] = Path("demo-output"),
     model: Annotated[str, typer.Option(help="'toy' (trained, built in), 'tiny' (random, smoke runs) or a model folder.")] = "toy",
-    frames: Annotated[int, typer.Option(help="Length of the toy clip.")] = 16,
-    steps: Annotated[int, typer.Option(help="DDIM steps. 10 measured best with the toy model on this clip (blue square in its region in 56% of frames at 10 steps, 25% at 12, 6% at 15 and 20: with more steps the new object comes out smaller and off-centre).")] = 10,
+    frames: Annotated[int, typer.Option(min=2, max=1000, help="Length of the toy clip.")] = 16,
+    steps: Annotated[int, typer.Option(min=1, max=1000, help="DDIM steps. 10 measured best with the toy model on this clip (blue square in its region in 56% of frames at 10 steps, 25% at 12, 6% at 15 and 20: with more steps the new object comes out smaller and off-centre).")] = 10,
     window: Annotated[int, typer.Option(min=WINDOW_MIN, max=WINDOW_MAX, help="Frames per window (stride: half).")] = 8,
 ) -> None:
     """Edit a toy clip with the trained toy model (red circle -> blue square), with and without RAD/IRJS."""
@@ -40,6 +40,9 @@ def demo(
     from longedit.toyworld.render import write_clip
     from longedit.toyworld.scoring import background_psnr, contact_sheet, placement_share
 
+    from longedit.models import load_tokenizer
+
+    load_tokenizer(model, local_files_only=False)  # a wrong --model fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     edit = demo_edit(frames=frames)
     source = write_clip(edit.clip, out / "toy.mp4", fps=Fraction(8), audio=True)

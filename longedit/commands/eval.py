@@ -66,7 +66,7 @@ def summary_lines(report: dict) -> list[str]:
 
 def eval_command(
     source: Annotated[Path, typer.Argument(help="The source video.", show_default=False)],
-    edited: Annotated[Path, typer.Argument(help="The edited video (same frames and size; any container).", show_default=False)],
+    edited: Annotated[Path, typer.Argument(help="The edited video (same frames and size, or an odd-size source's edit cropped to even; any container).", show_default=False)],
     prompt: Annotated[str, typer.Option(help="The edited prompt (for the CLIP score).")] = "",
     object_: Annotated[
         Optional[list[str]],
