@@ -238,7 +238,7 @@ def test_a_rerun_removes_stale_partials_of_its_output_and_report_before_the_long
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "load_backbone", stop)
+    monkeypatch.setattr(engine.runner, "load_backbone", stop)
     job = EditJob(input=clip, output=out, report=report, model="tiny", source_prompt="a car", prompt="a red car")
     with pytest.raises(KeyboardInterrupt):
         engine.run_edit(job, progress=False)

@@ -158,7 +158,7 @@ def test_bad_attention_video_fails_before_long_work(clip, tmp_path, capsys, monk
     def forbidden(*args, **kwargs):
         raise AssertionError("long work started before the input was checked")
 
-    monkeypatch.setattr(engine, "load_backbone", forbidden)
+    monkeypatch.setattr(engine.runner, "load_backbone", forbidden)
     extra = [e.format(tmp=tmp_path, clip=clip) for e in extra]
     code = main(_args(clip, tmp_path / "out.mp4", *extra))
     err = capsys.readouterr().err.strip()

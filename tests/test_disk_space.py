@@ -32,8 +32,8 @@ def no_long_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("long work started before the disk check")
 
-    monkeypatch.setattr(engine, "load_backbone", forbidden)
-    monkeypatch.setattr(engine, "encode_video", forbidden)
+    monkeypatch.setattr(engine.runner, "load_backbone", forbidden)
+    monkeypatch.setattr(engine.source, "encode_video", forbidden)
 
 
 def _free(monkeypatch, free: int) -> None:

@@ -37,8 +37,8 @@ def no_long_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("long work started before the input was checked")
 
-    monkeypatch.setattr(engine, "load_backbone", forbidden)
-    monkeypatch.setattr(engine, "encode_video", forbidden)
+    monkeypatch.setattr(engine.runner, "load_backbone", forbidden)
+    monkeypatch.setattr(engine.source, "encode_video", forbidden)
 
 
 def _masks(folder: Path, word: str, size: tuple[int, int], frames: int = 4) -> Path:

@@ -260,7 +260,7 @@ def test_reatco_with_fused_attention_runs_with_masks(clip, tmp_path):
 def test_bad_fatezero_flags_fail_before_the_video_is_encoded(clip, tmp_path, monkeypatch, capsys, flags, message):
     import longedit.engine
 
-    monkeypatch.setattr(longedit.engine, "encode_video", lambda *a, **k: pytest.fail("encoded before the check"))
+    monkeypatch.setattr(longedit.engine.source, "encode_video", lambda *a, **k: pytest.fail("encoded before the check"))
     out = tmp_path / "out.mp4"
     code = main(edit_args(clip, out, "--method", "fatezero", *flags))
     err = capsys.readouterr().err
@@ -332,7 +332,7 @@ def test_a_store_larger_than_the_free_disk_is_refused_before_the_video_is_encode
     usage = namedtuple("usage", "total used free")
     # room for the output video (~6 KB, checked before the model loads), not for the store (~1.4 MB)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 30_000, 30_000))
-    monkeypatch.setattr(longedit.engine, "encode_video", lambda *a, **k: pytest.fail("encoded before the disk check"))
+    monkeypatch.setattr(longedit.engine.source, "encode_video", lambda *a, **k: pytest.fail("encoded before the disk check"))
     out = tmp_path / "out.mp4"
     code = main(edit_args(clip, out, "--method", "fatezero", "--fuse-source", "store"))
     err = capsys.readouterr().err

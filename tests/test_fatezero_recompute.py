@@ -134,13 +134,13 @@ def test_store_and_recompute_edits_give_the_same_latents_and_video(short_clip, t
     from longedit.video import iter_frames
 
     written = {}
-    original = longedit.engine.write_video
+    original = longedit.engine.runner.write_video
 
     def keep_latents(backbone, latents, info, job, *args):
         written[Path(job.output).stem] = latents.clone()
         return original(backbone, latents, info, job, *args)
 
-    monkeypatch.setattr(longedit.engine, "write_video", keep_latents)
+    monkeypatch.setattr(longedit.engine.runner, "write_video", keep_latents)
     reports, frames = {}, {}
     for mode in ("store", "recompute"):
         out = tmp_path / f"{mode}.mp4"

@@ -72,18 +72,18 @@ def recording_run_edit(job, **kwargs) -> dict:
     from longedit import engine
 
     frames: list = []
-    base = engine.VideoWriter
+    base = engine.write.VideoWriter
 
     class RecordingWriter(base):
         def write(self, frame):  # noqa: ANN001, ANN201
             frames.append(np.array(frame, copy=True))
             return super().write(frame)
 
-    engine.VideoWriter = RecordingWriter
+    engine.write.VideoWriter = RecordingWriter
     try:
         report = engine.run_edit(job, **kwargs)
     finally:
-        engine.VideoWriter = base
+        engine.write.VideoWriter = base
     np.save(f"{job.output}.frames.npy", np.stack(frames))
     return report
 

@@ -77,7 +77,7 @@ def test_bad_preview_fails_first_and_writes_nothing(clip, tmp_path, capsys, monk
     def forbidden(*args, **kwargs):
         raise AssertionError("long work started before the input was checked")
 
-    monkeypatch.setattr(engine, "load_backbone", forbidden)
+    monkeypatch.setattr(engine.runner, "load_backbone", forbidden)
     code = main(_args(clip, tmp_path / "out.mp4", *extra))
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and "\n" not in err and "Traceback" not in err

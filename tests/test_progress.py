@@ -142,14 +142,14 @@ def test_status_shows_a_running_jobs_progress_and_eta(small_clip, tmp_path, monk
     inbox = tmp_path / "inbox"
     write_job(inbox / "clip.yaml", input=str(small_clip), steps=4, window=4, preset="fast")
     reached, release = threading.Event(), threading.Event()
-    original = engine.write_video
+    original = engine.runner.write_video
 
     def held_write_video(*args):
         reached.set()
         assert release.wait(120), "never released"
         return original(*args)
 
-    monkeypatch.setattr(engine, "write_video", held_write_video)
+    monkeypatch.setattr(engine.runner, "write_video", held_write_video)
     watcher = Watcher(tmp_path, LocalExecutor(engine.run_edit), WatchOptions(once=True, settle=0.05, poll=0.05))
     thread = threading.Thread(target=watcher.run)
     thread.start()
