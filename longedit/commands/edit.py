@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
 
 from longedit.config import DEFAULT_CACHE_SIZE, EditJob, field_bounds, parse_object_args, preview_job
+from longedit.edit_job import build_job, validation_message  # noqa: F401 - re-exported for demo and tests
 from longedit.errors import UserError
 
 
@@ -51,25 +51,6 @@ def preview_value(value: str | None) -> bool | int | None:
 class Preset(str, Enum):
     paper = "paper"
     fast = "fast"
-
-
-def validation_message(error: ValidationError, where: str = "") -> str:
-    """One line out of a pydantic error: the first problem, named by its key."""
-    first = error.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "value"
-    if first["type"] == "extra_forbidden":
-        return f"{where}unknown key '{key}' (check the spelling)"
-    if first["type"] == "missing":
-        return f"{where}'{key}' is required"
-    return f"{where}'{key}': {first['msg']}"
-
-
-def build_job(values: dict) -> EditJob:
-    """EditJob from CLI values; flags left unset fall back to the model's defaults."""
-    try:
-        return EditJob(**{k: v for k, v in values.items() if v is not None})
-    except ValidationError as error:
-        raise UserError(validation_message(error), "see longedit edit --help") from error
 
 
 def mean_share(shares: list[float]) -> float:

@@ -19,24 +19,24 @@ from longedit.engine.invert import finish_inversion, run_inversion
 from longedit.engine.keeper import StepKeeper, is_fresh, job_fingerprint, latent_checksum
 from longedit.engine.masks import build_masks, restore_or_build_masks
 from longedit.engine.pictures import MAPS_NAME, draw_attention_pictures, picture_store
-from longedit.engine.plan import DEFAULT_WINDOW, choose_windows, latent_grid, loop_settings, plan_fusion_for, plan_run_windows
+from longedit.engine.plan import DEFAULT_WINDOW, build_editor, choose_windows, latent_grid, loop_settings, plan_fusion_for, plan_run, plan_run_windows
 from longedit.engine.prepare import (
-    DISK_FIX, Prepared, check_attention_pictures, disk_needs, preflight, prepare, resolve_words,
+    DISK_FIX, Prepared, check_attention_pictures, check_disk, disk_needs, preflight, prepare, resolve_words,
 )
 from longedit.engine.preview import first_frames, preview_frames
 from longedit.engine.progress import job_phases, job_progress, seed_progress
 from longedit.engine.report import TINY_WARNING, build_report, effective_settings, evaluate_after_edit, write_json_atomic
-from longedit.engine.runner import run_edit
+from longedit.engine.runner import EditRun, run_edit, run_stages
 from longedit.engine.source import VAE_CHUNK, encode_video, start_state
 from longedit.engine.tune import tuned_model
-from longedit.engine.write import decode_latents, write_video
+from longedit.engine.write import decode_latents, edited_frames, output_size, write_video
 
 __all__ = [
-    "DEFAULT_WINDOW", "DISK_FIX", "MAPS_NAME", "TINY_WARNING", "VAE_CHUNK", "JobInterrupted", "Prepared", "StepKeeper",
-    "build_masks", "build_report", "check_attention_pictures", "choose_windows", "decode_latents", "disk_needs",
-    "draw_attention_pictures", "effective_settings", "encode_video", "evaluate_after_edit", "finish_inversion",
+    "DEFAULT_WINDOW", "DISK_FIX", "EditRun", "MAPS_NAME", "TINY_WARNING", "VAE_CHUNK", "JobInterrupted", "Prepared", "StepKeeper",
+    "build_editor", "build_masks", "build_report", "check_attention_pictures", "check_disk", "choose_windows", "decode_latents", "disk_needs",
+    "draw_attention_pictures", "edited_frames", "effective_settings", "encode_video", "evaluate_after_edit", "finish_inversion",
     "first_frames", "is_fresh", "job_fingerprint", "job_phases", "job_progress", "latent_checksum", "latent_grid",
-    "loop_resources", "loop_settings", "picture_store", "plan_fusion_for", "plan_run_windows", "preflight", "prepare",
-    "preview_frames", "resolve_words", "restore_or_build_masks", "run_denoise", "run_edit", "run_inversion",
+    "loop_resources", "loop_settings", "output_size", "picture_store", "plan_fusion_for", "plan_run", "plan_run_windows", "preflight", "prepare",
+    "preview_frames", "resolve_words", "restore_or_build_masks", "run_denoise", "run_edit", "run_stages", "run_inversion",
     "seed_progress", "shared_inversion", "start_state", "tuned_model", "write_json_atomic", "write_video",
 ]

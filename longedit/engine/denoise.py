@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,15 @@ def loop_resources(job: EditJob, editor: VideoEditor, state: RunState, work_dir:
             fusion.store.close(delete=True)
 
 
+#: `on_step(index, timestep, latents, rad_loss, windows)` after each edit step, before its checkpoint and
+#: stop check (so a hook that sets the stop event stops the run at that step); `LongEditPipeline`'s
+#: `callback_on_step_end` is one.
+StepHook = Callable[[int, int, torch.Tensor, "float | None", list], None]
+
+
 def run_denoise(
-    editor: VideoEditor, state: RunState, keeper: StepKeeper, masks, trajectory, tracker: JobProgress
+    editor: VideoEditor, state: RunState, keeper: StepKeeper, masks, trajectory, tracker: JobProgress,
+    on_step: StepHook | None = None,
 ) -> torch.Tensor:
     """The windowed edit loop (RAD + IRJS) from where the state is; records the per-step stats in the state."""
     if state.phase != "edit":
@@ -59,6 +67,8 @@ def run_denoise(
         state.skipped_updates += stats.skipped_updates
         phase["name"] = "edit+rad" if index + 1 < rad_steps else "edit"
         keeper.lap("edit_s")
+        if on_step is not None:
+            on_step(index, int(editor.schedule.timesteps[index]), latents, state.losses[-1], windows)
         if index + 1 < steps:
             keeper.step_done("edit", index + 1, latents)
 

@@ -11,12 +11,13 @@ from longedit.backbones.adapters import adapter_for
 from longedit.config import EditJob
 from longedit.diskspace import DiskNeed
 from longedit.checkpoint import RunState
-from longedit.editor import LoopSettings
+from longedit.editor import LoopSettings, VideoEditor
 from longedit.models import Backbone
 from longedit.planner import Probe, WindowPlan, plan_window, probe_window_costs
 from longedit.windows import plan_windows
 from longedit.engine.keeper import is_fresh
 from longedit.engine.prepare import Prepared
+from longedit.engine.preview import first_frames, preview_frames
 
 
 DEFAULT_WINDOW = {"cuda": 16, "cpu": 8}
@@ -76,3 +77,28 @@ def plan_fusion_for(
     from longedit.fatezero import plan_fusion
 
     return plan_fusion(job, backbone, windows, grid, work_dir, fresh=state is None or is_fresh(state), also=needs)
+
+
+def plan_run(
+    job: EditJob, prepared: Prepared, backbone: Backbone, words, settings: LoopSettings, state: RunState | None
+) -> tuple[Prepared, list[tuple[int, int]], WindowPlan]:
+    """(what is edited, windows, plan): a new run plans its windows, a resumed one keeps its checkpoint's
+    (whatever memory is free now); a preview is cut to its first frames and windowed again."""
+    if state is None:
+        windows, window_plan = plan_run_windows(job, prepared, backbone, words, settings)
+    else:
+        windows, window_plan = state.windows, state.window_plan
+    if job.preview:
+        prepared = first_frames(prepared, preview_frames(job, window_plan))
+        windows = plan_windows(prepared.info.frames, window_plan.length, window_plan.stride)
+    return prepared, windows, window_plan
+
+
+def build_editor(job: EditJob, backbone: Backbone, settings: LoopSettings, words, state: RunState) -> VideoEditor:
+    """The windowed ReAtCo loop for the job, its UNet forward count carried on from a checkpoint."""
+    editor = VideoEditor(
+        backbone, settings, job.source_prompt, job.prompt, words,
+        inversion_prompt="" if job.effective_inversion_prompt == "empty" else None,
+    )
+    editor.unet_forwards = state.unet_forwards
+    return editor

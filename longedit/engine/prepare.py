@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from longedit import diskspace
+from longedit import atomic, diskspace
 from longedit.config import EditJob, ObjectSpec, as_run
 from longedit.diskspace import DiskNeed
 from longedit.errors import UserError
@@ -95,6 +95,17 @@ def disk_needs(job: EditJob, prepared: Prepared, work_dir: Path | None) -> list[
         needs.append(DiskNeed("the checkpoint folder", Path(work_dir), checkpoints - written))
     elif trajectory:
         needs.append(DiskNeed("the inversion trajectory", output_folder, trajectory))
+    return needs
+
+
+def check_disk(job: EditJob, prepared: Prepared, work_dir: Path | None) -> list[DiskNeed]:
+    """Remove the partials of killed runs of this job (garbage, and disk space), then check the free space
+    for what the run will write, before the model loads and the video is decoded; returns the needs."""
+    for target in (job.output, job.report):
+        if target is not None:
+            atomic.remove_stale_temps(target)
+    needs = disk_needs(job, prepared, work_dir)
+    diskspace.check_free_space(needs, DISK_FIX)
     return needs
 
 

@@ -30,6 +30,31 @@ def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.BICUBIC))
 
 
+def output_size(job: EditJob, info: VideoInfo, size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of the written frames: the processing size with --keep-size, else the source's."""
+    return size if job.keep_size else (info.width, info.height)
+
+
+def edited_frames(
+    backbone: Backbone, latents: torch.Tensor, info: VideoInfo, job: EditJob, size: tuple[int, int],
+    masks: ObjectMasks | None = None, meter: BackgroundMeter | None = None,
+) -> Iterator[np.ndarray]:
+    """The edited frames as written (decoded, resized, the source's background pasted back when on), one at
+    a time: what `write_video` encodes and `LongEditPipeline`'s output streams. `meter` measures the paste."""
+    out_size = output_size(job, info, size)
+    paste = masks is not None and job.use_background_paste
+    sources = iter_frames(info.path, size=out_size, end=info.frames) if paste else None
+    for index, frame in enumerate(decode_latents(backbone, latents)):
+        frame = _resize(frame, out_size)
+        if sources is not None:
+            source = next(sources)
+            alpha = feathered_alpha(masks.union(index, index + 1)[0, 0], out_size, job.feather)
+            if meter is not None:
+                meter.add(frame, source, alpha)
+            frame = composite(frame, source, alpha)
+        yield frame
+
+
 def write_video(
     backbone: Backbone, latents: torch.Tensor, info: VideoInfo, job: EditJob, size: tuple[int, int],
     advance: Callable[[], None] | None = None, masks: ObjectMasks | None = None,
@@ -40,25 +65,17 @@ def write_video(
     With `masks` and the background paste on, each frame's background is the source's own pixels
     (`longedit.composite`); returns what the paste measured (None without it).
     """
-    out_size = size if job.keep_size else (info.width, info.height)
-    paste = masks is not None and job.use_background_paste
-    sources = iter_frames(info.path, size=out_size, end=info.frames) if paste else None
+    out_size = output_size(job, info, size)
     meter = BackgroundMeter()
     with VideoWriter(
         job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path,
         warn_crop=False,  # the report and the summary line say it (`output_cropped`)
     ) as writer:
-        for index, frame in enumerate(decode_latents(backbone, latents)):
-            frame = _resize(frame, out_size)
-            if sources is not None:
-                source = next(sources)
-                alpha = feathered_alpha(masks.union(index, index + 1)[0, 0], out_size, job.feather)
-                meter.add(frame, source, alpha)
-                frame = composite(frame, source, alpha)
+        for frame in edited_frames(backbone, latents, info, job, size, masks, meter):
             writer.write(frame)
             if advance is not None:
                 advance()
-    if not paste:
+    if masks is None or not job.use_background_paste:
         return None
     return {"enabled": True, "feather_px": job.feather, "decoded_background_psnr_db": meter.mean(),
             "written_background": "exact: the source's decoded pixels outside the regions and their feather"}
