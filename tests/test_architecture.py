@@ -184,3 +184,46 @@ def test_a_new_kind_is_one_module_and_one_registry_line(monkeypatch, tmp_path):
     (tmp_path / "model" / "unet" / "config.json").write_text('{"_class_name": "UNetFakeModel"}')
     assert resolve_backbone_kind("m", str(tmp_path / "model")) == "fake"
     assert kind.load_unet("src", False) == ("loaded", "src")
+
+
+# --------------------------------------------------------------------------- public API and stages
+def test_the_public_names_are_the_documented_api():
+    """`longedit.__all__` is what README's "From Python" section documents, and the top package defines
+    nothing public besides it (the pipeline is imported on first use, so `import longedit` stays light)."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    defined = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    defined |= {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert {name for name in defined if not name.startswith("_")} == set()
+    section = (ROOT / "README.md").read_text().split("## From Python", 1)[1].split("\n## ", 1)[0]
+    public = [name for name in longedit.__all__ if name != "__version__"]
+    assert public and all(f"`{name}`" in section or f"import {name}" in section for name in public), public
+    for name in public:
+        assert getattr(longedit, name).__doc__, name
+    code = "import sys, longedit; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0  # import longedit loads no torch
+
+
+def test_the_commands_use_no_private_helper_of_a_stage():
+    """`longedit.commands` uses the engine's public names (`from longedit.engine import run_edit`), never a
+    stage module's `_helper`: the stages can change inside without the commands noticing."""
+    stages = {name for name in MODULES if name.startswith("longedit.engine.")}
+    assert "longedit.engine.runner" in stages
+    reached = []
+    for name, path in MODULES.items():
+        if not name.startswith("longedit.commands"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("longedit.engine"):
+                reached += [f"{name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                base = ast.unparse(node.value)
+                if base.startswith(("engine", "longedit.engine")) or base.split(".")[-1] in {s.rpartition(".")[2] for s in stages}:
+                    reached.append(f"{name}: {base}.{node.attr}")
+    assert reached == []
+
+
+def test_no_module_is_over_400_lines_in_the_engine_and_the_api():
+    long = {name: n for name, path in MODULES.items()
+            if name.startswith(("longedit.engine", "longedit.pipeline", "longedit.edit_job"))
+            and (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
