@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longedit import atomic, attention_pictures, diskspace, latent_decode
+from longedit import atomic, attention_pictures, diskspace, latent_decode, output_paths
 from longedit.attention_pictures import MapStore
 from longedit.backbones.adapters import adapter_for
 from longedit.composite import BackgroundMeter, composite, feathered_alpha
@@ -63,10 +63,11 @@ def _check_prompts(job: EditJob) -> None:
         raise UserError("the source prompt and the edited prompt must not be empty", "pass --source-prompt and --prompt")
 
 
-def prepare(job: EditJob) -> Prepared:
+def prepare(job: EditJob, work_dir: Path | None = None) -> Prepared:
     """Check input, output and regions against the video; no model is loaded."""
     _check_prompts(job)
     info = probe(job.input)
+    output_paths.check_job_paths(job, work_dir)  # nothing written destroys an input or another output
     check_output_path(Path(job.output), Path(job.input))
     if job.report is not None:
         report_dir = Path(job.report).expanduser().resolve().parent
@@ -126,6 +127,7 @@ def disk_needs(job: EditJob, prepared: Prepared, work_dir: Path | None) -> list[
         needs.append(DiskNeed("the checkpoint folder", Path(work_dir), checkpoints - written))
     elif trajectory:
         needs.append(DiskNeed("the inversion trajectory", output_folder, trajectory))
+    needs += attention_pictures.disk_needs(job, info.frames, size, len(prepared.objects), work_dir)
     return needs
 
 
@@ -385,6 +387,7 @@ def choose_windows(
 
 
 # ------------------------------------------------------------------------------------------- run
+@output_paths.removed_on_failure  # a failed run leaves no output, pictures or report behind
 def run_edit(
     job: EditJob,
     *,
@@ -399,7 +402,7 @@ def run_edit(
     """
     started = time.perf_counter()
     job = as_run(job)
-    prepared = prepare(job)
+    prepared = prepare(job, work_dir)
     progress_dir = Path(work_dir) if work_dir is not None else None
     work_dir = None if job.preview else progress_dir  # a preview keeps no checkpoint, only its progress file
     for target in (job.output, job.report):  # partials of killed runs of this job: garbage, and disk space
