@@ -152,10 +152,10 @@ def check_attention_pictures(job: EditJob, objects: list[ObjectSpec]) -> None:
         check_output_path(video, Path(job.input))
 
 
-def preflight(job: EditJob) -> dict:
-    """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes."""
+def preflight(job: EditJob, work_dir: Path | None = None) -> dict:
+    """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes, work folder."""
     job = as_run(job)
-    prepared = prepare(job)
+    prepared = prepare(job, work_dir)
     tokenizer = load_tokenizer(job.model, job.local_files_only)
     words = resolve_words(tokenizer, job, prepared)
     info = prepared.info
