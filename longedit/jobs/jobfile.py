@@ -12,7 +12,10 @@ Two keys may be left out:
 - `input`: the video beside the job file with the same stem (`NAME.yaml` -> `NAME.mp4`/`.mov`/`.mkv`...);
 - `output`: `NAME-edited<ext of the input>` in `output_dir`.
 
-pydantic's `ValidationError` becomes a one-line `UserError` naming the file, the key and the fix.
+pydantic's `ValidationError` becomes a one-line `UserError` naming the file, the key and the fix, never
+the value it holds (a job file may be something else, e.g. a secret, and the message reaches error.json,
+the ledger and the morning report). A job file over `MAX_JOB_FILE_BYTES` is refused unread. Where a job
+may write is `longedit.jobs.confine`'s.
 """
 
 from __future__ import annotations
