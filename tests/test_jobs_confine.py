@@ -4,6 +4,7 @@ not create, never through a link out of the watched folder, and its errors never
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,14 @@ def test_errors_about_a_job_file_name_keys_not_values(clip, tmp_path):
         with pytest.raises(UserError, match=message) as error:
             load_job(tmp_path / "job.yaml")
         assert SECRET not in str(error.value)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("equalize", [SECRET], "equalize: cannot read text of 16 characters: write WORD=SCALE"),
+    ("preview", SECRET, "preview must be true (one window) or a number of frames >= 1, not text of 16 characters"),
+])
+def test_a_validators_message_does_not_quote_the_value(key, value, message, clip, tmp_path):
+    job = write_job(tmp_path / "job.yaml", input=str(clip), **{key: value})
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+        load_job(job)
+    assert SECRET not in str(error.value)

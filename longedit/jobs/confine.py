@@ -46,7 +46,7 @@ def check_write_places(job: EditJob, own_folder: Path, label: str, *, output_roo
     folders leave those and `cache_roots`; the message names the key, not the path it holds."""
     allowed = [_resolved(own_folder), *(_resolved(root) for root in output_roots)]
     fix = f"write it inside the job's folder '{own_folder}'" + (
-        " or an --output-root folder" if output_roots else " (an operator can allow another folder with --output-root DIR)")
+        " or an --output-root folder" if output_roots else "; an operator can allow another folder with --output-root DIR")
     for key in OUTPUT_KEYS:
         value = getattr(job, key)
         if value is not None and not _inside(_resolved(value), allowed):

@@ -209,6 +209,16 @@ def _shown(value: Any) -> str:
     return _TYPE_WORDS.get(type(value).__name__, type(value).__name__).removeprefix("a ").removeprefix("an ")
 
 
+def _without_values(message: str, value: Any) -> str:
+    """A validator's message with the text of a wrong `value` (text, or a list of texts) it quotes replaced by
+    its length; an object's validators quote its word, which is the prompt's and stays."""
+    texts = [value] if isinstance(value, str) else [v for v in value[:100] if isinstance(v, str)] if isinstance(value, list) else []
+    for text in sorted(set(texts), key=len, reverse=True):
+        for quoted in (repr(text), f"'{text}'", f'"{text}"'):
+            message = message.replace(quoted, _shown(text))
+    return message
+
+
 def describe_validation_error(path: Path | str, error: ValidationError) -> tuple[str, str | None]:
     """(problem, fix) for the first error of `error`, plus how many more there are."""
     errors = error.errors(include_url=False)
@@ -250,7 +260,7 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> tuple
         if low is not None and high is not None:
             fix = f"use {low} to {high}, as the --{str(loc[-1]).replace('_', '-')} flag"
     elif kind in ("value_error", "assertion_error"):
-        message = str(ctx.get("error") or first["msg"]).removeprefix("Value error, ")
+        message = _without_values(str(ctx.get("error") or first["msg"]).removeprefix("Value error, "), first.get("input"))
         problem = f"{prefix}: {message}" if not where else f"{prefix}: {where}: {message}"
     elif kind == "int_from_float":
         problem = f"{prefix}: '{where}' must be an integer, got {_shown(first.get('input'))}"
