@@ -26,10 +26,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from longedit.atomic import atomic_write
+from longedit.diskspace import VAE_SCALE, DiskNeed, video_bytes
 
 STRIP_STEPS = 4  # rows of a strip (recorded steps, first and last included)
 STRIP_FRAMES = 6  # columns of a strip (frames spread over the video)
 STRIP_CELL = 128  # long side of a strip cell in pixels
+MAP_DOWNSCALE = 4  # the stored maps are at latent/4 (`longedit.editor.MAP_SCALE`)
 HEAT_ALPHA = 0.55
 OUTLINE = (255, 255, 255)
 
@@ -86,6 +88,24 @@ class MapStore:
         if delete:
             self.path.unlink(missing_ok=True)
             self.count_path.unlink(missing_ok=True)
+
+
+def disk_needs(job, frames: int, size: tuple[int, int], words: int, work_dir: Path | None) -> list[DiskNeed]:
+    """What the attention pictures of `job` (an `EditJob`) write, for the free-space check before the run:
+    the map store (fp16 maps of at most every step, in the work folder or beside the output), the attention
+    video (one panel per word at the processing `size`) and the strips (uncompressed bound). None without them."""
+    if not job.wants_attention_pictures or words == 0:
+        return []
+    grid = (size[0] // VAE_SCALE // MAP_DOWNSCALE) * (size[1] // VAE_SCALE // MAP_DOWNSCALE)
+    store = job.steps * frames * (words * max(grid, 1) * 2 + 1)
+    output_folder = Path(job.output).expanduser().absolute().parent
+    needs = [DiskNeed("the attention maps", Path(work_dir) if work_dir is not None else output_folder, store)]
+    if job.attention_video is not None:
+        video = video_bytes(frames, (size[0] * words, size[1]), 0.0, False)
+        needs.append(DiskNeed("the attention video", Path(job.attention_video).expanduser().absolute().parent, video))
+    strip = 3 * (STRIP_FRAMES + 1) * (STRIP_STEPS + 1) * STRIP_CELL * STRIP_CELL
+    needs.append(DiskNeed("the attention strips", output_folder, words * strip))
+    return needs
 
 
 # -------------------------------------------------------------------------------------------- drawing

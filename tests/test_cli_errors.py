@@ -83,18 +83,38 @@ CATALOGUE = [  # issue 12's list, as a new user types it: (argv, usage error?, w
     (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--window", "1"], True, "Error: Invalid value for '--window'"),
     (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--window", "1000"], True, "Error: Invalid value for '--window'"),
     (["run", "job.yaml"], False, "error: job file 'job.yaml': 'window' must be <= 32, got 1000 (use 4 to 32"),
+    # issue 22: outputs that destroy inputs or each other, job files that write anywhere, late failures
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--report", "clip.mp4"], False, "error: the report 'clip.mp4' is the input video"),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--report", "out.mp4"], False, "error: the report 'out.mp4' is the output video"),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--report", "."], False, "error: the report '.' is a folder"),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--work-dir", "job.yaml"], False, "error: --work-dir 'job.yaml' is a file"),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--work-dir", "job.yaml/w"], False, "error: cannot create --work-dir 'job.yaml/w'"),
+    (["validate", "clobber.yaml"], False, "error: the report '"),
+    (["run", "clobber.yaml"], False, "error: the report '"),
+    (["run", "escape.yaml"], False, "error: job file 'escape.yaml': 'output' points outside the job's folder"),
+    (["validate", "escape.yaml"], False, "error: job file 'escape.yaml': 'output' points outside the job's folder"),
+    (["run", "big.yaml"], False, "error: job file 'big.yaml' is over 64 KiB"),
 ]
+JOB_FILES = {
+    "job.yaml": JOB,
+    "clobber.yaml": JOB.replace("window: 1000\n", "report: clip.mp4\n"),
+    "escape.yaml": JOB.replace("output: out.mp4", "output: ../escaped.mp4").replace("window: 1000\n", ""),
+    "big.yaml": JOB + "# " + "x" * 70_000 + "\n",
+}
 
 
 @pytest.mark.parametrize(("argv", "usage", "last"), CATALOGUE, ids=[" ".join(a[:2] + a[-2:]) for a, _, _ in CATALOGUE])
 def test_the_issue_catalogue_ends_with_one_line_and_exit_2_and_writes_nothing(argv, usage, last, clip, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
-    (tmp_path / "job.yaml").write_text(JOB)
+    for name, text in JOB_FILES.items():
+        (tmp_path / name).write_text(text)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert main(argv) == 2
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
     assert out == "" and "Traceback" not in err
     assert lines[-1].startswith(last), err
     assert len(lines) == (3 if usage else 1) and (not usage or lines[0].startswith("Usage: longedit"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "job.yaml"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written, the input untouched
+    assert sorted(p.name for p in tmp_path.parent.iterdir() if p.name == "escaped.mp4") == []

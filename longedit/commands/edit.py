@@ -230,7 +230,7 @@ def run_and_summarise(job: EditJob, work_dir: Path | None = None, progress: bool
 
     try:
         with _sigterm_as_interrupt():
-            notices = preflight(job)["notices"]
+            notices = preflight(job, work_dir)["notices"]
             for line in notices:  # before the long work: e.g. which occurrence of a repeated word is used
                 typer.echo(f"warning: {line}", err=True)
             report = run_edit(job, work_dir=work_dir, progress=progress)

@@ -26,6 +26,10 @@ class Backend(str, Enum):
     ray = "ray"
 
 
+OUTPUT_ROOT_HELP = (
+    "A folder besides {own} where job files may write their output, report and attention video (repeatable); "
+    "elsewhere, including ../ and absolute paths, is refused."
+)
 RUNNER_HELP = "module:function run instead of longedit.engine.run_edit (testing)."
 CACHE_HELP = (
     "Share DDIM inversions between jobs (several prompts on one clip invert it once) in "
@@ -96,6 +100,7 @@ def run(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --backend ray); default: start a local Ray.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help=CACHE_HELP.format(where="WORK_DIR"))] = True,
+    output_root: Annotated[Optional[list[Path]], typer.Option(help=OUTPUT_ROOT_HELP.format(own="each job file's folder"))] = None,
     runner: Annotated[Optional[str], typer.Option(hidden=True, help=RUNNER_HELP)] = None,
 ) -> None:
     """Run job files. All are validated first; a SIGTERM checkpoints and exits 0 (run again to resume).
@@ -128,7 +133,7 @@ def run(
     with graceful_stop(stop.set):
         results = run_batch(
             job_files, backend=backend.value, work_root=work_dir, address=address, runner=runner,
-            stop_event=stop, progress=progress, on_result=show, cache=cache,
+            stop_event=stop, progress=progress, on_result=show, cache=cache, output_roots=output_root or (),
         )
     failed = [r for r in results if r.status == "failed"]
     if len(results) == 1 and failed:
@@ -140,14 +145,16 @@ def run(
 
 def validate(
     job_files: Annotated[list[Path], typer.Argument(help="Job files (YAML) to check.")],
+    output_root: Annotated[Optional[list[Path]], typer.Option(help=OUTPUT_ROOT_HELP.format(own="each job file's folder"))] = None,
 ) -> None:
-    """Check job files without running them: keys, video, output path, words of the prompt, boxes, masks."""
-    from longedit.jobs.jobfile import load_job
+    """Check job files without running them: keys, video, where it writes (inside the job file's folder, never
+    over an input or another output), words of the prompt, boxes, masks."""
+    from longedit.jobs.batch import load_batch
 
     problems = 0
     for path in job_files:
         try:
-            job = load_job(path)
+            ((_, job),) = load_batch([path], output_root or ())
             summary = _preflight(job)
         except UserError as error:
             if len(job_files) == 1:
@@ -178,6 +185,7 @@ def watch(
     stale_after: Annotated[float, typer.Option(min=1.0, help="A claim from another host without heartbeat this long is taken over.")] = 120.0,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help=CACHE_HELP.format(where="FOLDER"))] = True,
     preview_first: Annotated[bool, typer.Option("--preview-first", help="Preview each new job (one window, attention pictures) into FOLDER/previews/NAME/ before running it; a bad job fails there.")] = False,
+    output_root: Annotated[Optional[list[Path]], typer.Option(help=OUTPUT_ROOT_HELP.format(own="the job's own folder (done/NAME/)"))] = None,
     runner: Annotated[Optional[str], typer.Option(hidden=True, help=RUNNER_HELP)] = None,
 ) -> None:
     """Run every job dropped into FOLDER/inbox: NAME.yaml (+ NAME.mp4 when the job has no `input`).
@@ -197,6 +205,7 @@ def watch(
     options = WatchOptions(
         workers=workers, poll=poll, settle=settle, once=once, stale_after=stale_after,
         policy=RetryPolicy(max_attempts=max_attempts, retry_delay=retry_delay), cache=cache, preview_first=preview_first,
+        output_roots=tuple(output_root or ()),
     )
     with _log_to_stderr():
         watcher = Watcher(folder, execute, options)

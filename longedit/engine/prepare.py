@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from longedit import atomic, diskspace
+from longedit import atomic, attention_pictures, diskspace, output_paths
 from longedit.config import EditJob, ObjectSpec, as_run
 from longedit.diskspace import DiskNeed
 from longedit.errors import UserError
@@ -32,10 +32,11 @@ def _check_prompts(job: EditJob) -> None:
         raise UserError("the source prompt and the edited prompt must not be empty", "pass --source-prompt and --prompt")
 
 
-def prepare(job: EditJob) -> Prepared:
+def prepare(job: EditJob, work_dir: Path | None = None) -> Prepared:
     """Check input, output and regions against the video; no model is loaded."""
     _check_prompts(job)
     info = probe(job.input)
+    output_paths.check_job_paths(job, work_dir)  # nothing written destroys an input or another output
     check_output_path(Path(job.output), Path(job.input))
     if job.report is not None:
         report_dir = Path(job.report).expanduser().resolve().parent
@@ -95,6 +96,7 @@ def disk_needs(job: EditJob, prepared: Prepared, work_dir: Path | None) -> list[
         needs.append(DiskNeed("the checkpoint folder", Path(work_dir), checkpoints - written))
     elif trajectory:
         needs.append(DiskNeed("the inversion trajectory", output_folder, trajectory))
+    needs += attention_pictures.disk_needs(job, info.frames, size, len(prepared.objects), work_dir)
     return needs
 
 
@@ -130,10 +132,10 @@ def check_attention_pictures(job: EditJob, objects: list[ObjectSpec]) -> None:
         check_output_path(video, Path(job.input))
 
 
-def preflight(job: EditJob) -> dict:
-    """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes."""
+def preflight(job: EditJob, work_dir: Path | None = None) -> dict:
+    """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes, work folder."""
     job = as_run(job)
-    prepared = prepare(job)
+    prepared = prepare(job, work_dir)
     tokenizer = load_tokenizer(job.model, job.local_files_only)
     words = resolve_words(tokenizer, job, prepared)
     info = prepared.info

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from longedit import checkpoint
+from longedit import checkpoint, output_paths
 from longedit.config import EditJob, as_run
 from longedit.masks import ObjectMasks
 from longedit.models import Backbone, load_backbone, resolve_device
@@ -52,6 +52,7 @@ def run_edit(
     return run_stages(job, work_dir=work_dir, progress=progress, stop_event=stop_event).report
 
 
+@output_paths.removed_on_failure  # a failed run leaves no output, pictures or report behind
 def run_stages(
     job: EditJob, *, work_dir: Path | None = None, progress: bool = True, stop_event: threading.Event | None = None,
     backbone: Backbone | None = None, on_step: StepHook | None = None, write: bool = True,
@@ -60,7 +61,7 @@ def run_stages(
     for `job.model` (not loaded again; a job that tunes loads its tuned one); `on_step`: a hook after each edit
     step (`run_denoise`); `write=False` leaves the output file and the attention pictures to the caller."""
     started, job = time.perf_counter(), as_run(job)
-    prepared = prepare(job)
+    prepared = prepare(job, work_dir)
     progress_dir = Path(work_dir) if work_dir is not None else None
     work_dir = None if job.preview else progress_dir  # a preview keeps no checkpoint, only its progress file
     needs = check_disk(job, prepared, work_dir)

@@ -2,6 +2,7 @@
 
 Modules, one job each:
 - `jobfile`: YAML job file -> `EditJob`, paths relative to the file, one-line errors;
+- `confine`: where a job file may write (its folder, `--output-root`), links out of the watched folder;
 - `claim`: claim files (owner host/pid/start time, heartbeat), exclusive hand-over, staleness;
 - `spool`: the watched folder's layout, atomic claim out of the inbox, moves to done/ and failed/;
 - `scanner`: which inbox files are complete (no *.part, stable size+mtime over two scans, video opens);
@@ -34,4 +35,7 @@ Rules:
   scan of any watcher; SIGTERM checkpoints, releases the job and exits 0.
 - Attempts (including ones lost to a dead worker) are counted; after `--max-attempts` the job goes to
   failed/. A `UserError` (bad job file, unreadable video, word not in the prompt) fails at once.
+- A job writes only inside its own folder (or an `--output-root`), never over a file it did not create
+  nor under the folder's own names; a job file or input linked out of DIR is refused unread, and job
+  files over 64 KiB too (`confine`).
 """

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from longedit.config import CACHE_FIELDS, CACHE_FOLDER, TUNED_CACHE_FOLDER, EditJob
 from longedit.errors import UserError
+from longedit.jobs.confine import check_write_places
 from longedit.jobs.jobfile import load_job
 from longedit.jobs.executor import make_executor
 from longedit.jobs.outcome import attempt_outcome
@@ -59,9 +60,12 @@ def work_root_for(job: EditJob, work_root: Path | None) -> Path:
     return work_root if work_root is not None else job.output.parent / WORK_FOLDER
 
 
-def load_batch(paths: Sequence[Path]) -> list[tuple[Path, EditJob]]:
-    """Validate every job file; refuse two jobs that write the same output."""
+def load_batch(paths: Sequence[Path], output_roots: Sequence[Path] = ()) -> list[tuple[Path, EditJob]]:
+    """Validate every job file, its outputs in its folder or an `output_roots` one (`longedit.jobs.confine`);
+    refuse two jobs that write the same output."""
     jobs = [(Path(p), load_job(p)) for p in paths]
+    for path, job in jobs:
+        check_write_places(job, path.parent, str(path), output_roots=output_roots)
     seen: dict[Path, Path] = {}
     for path, job in jobs:
         other = seen.get(job.output)
@@ -101,14 +105,16 @@ def run_batch(
     progress: bool = True,
     on_result: Callable[[BatchResult], None] | None = None,
     cache: bool = True,
+    output_roots: Sequence[Path] = (),
 ) -> list[BatchResult]:
     """Run the job files; returns one result per file, in order. Never raises for a job's own failure.
 
     `cache`: share inversions in `WORK_ROOT/inversion-cache` (a job's own `cache_dir` wins); False: none.
+    `output_roots`: folders besides each job file's own where its outputs may go (`--output-root`).
     """
     jobs = [
         (path, job.with_inversion_cache(work_root_for(job, work_root) / CACHE_FOLDER if cache else None))
-        for path, job in load_batch(paths)
+        for path, job in load_batch(paths, output_roots)
     ]
     stop_event = stop_event or threading.Event()
     execute = make_executor(backend, runner, address=address, progress=progress)

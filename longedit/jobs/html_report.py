@@ -128,13 +128,18 @@ def _source_video(report: dict, job: dict, keys: dict, job_file: Path | None, fo
 
 
 def _job_file(job: dict, folder: Path | None) -> Path | None:
-    if job.get("job_file") and Path(job["job_file"]).is_file():
+    """The job's file to show its settings from; never a symbolic link (it may point at anything)."""
+    if job.get("job_file") and _plain_file(Path(job["job_file"])):
         return Path(job["job_file"])
     if folder is None:
         return None
     meta = read_json(folder / META_NAME) or {}
     name = meta.get("job_file") or f"{job['name']}.yaml"
-    return folder / name if (folder / name).is_file() else None
+    return folder / name if _plain_file(folder / name) else None
+
+
+def _plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
 
 
 def _mean(values: list) -> float | None:

@@ -12,12 +12,16 @@ Two keys may be left out:
 - `input`: the video beside the job file with the same stem (`NAME.yaml` -> `NAME.mp4`/`.mov`/`.mkv`...);
 - `output`: `NAME-edited<ext of the input>` in `output_dir`.
 
-pydantic's `ValidationError` becomes a one-line `UserError` naming the file, the key and the fix.
+pydantic's `ValidationError` becomes a one-line `UserError` naming the file, the key and the fix, never
+the value it holds (a job file may be something else, e.g. a secret, and the message reaches error.json,
+the ledger and the morning report). A job file over `MAX_JOB_FILE_BYTES` is refused unread. Where a job
+may write is `longedit.jobs.confine`'s.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +35,24 @@ JOB_SUFFIXES = (".yaml", ".yml")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm", ".avi")
 INPUT_PATH_KEYS = ("input", "masks", "cache_dir")
 OUTPUT_PATH_KEYS = ("output", "report", "attention_video")
+MAX_JOB_FILE_BYTES = 64 * 1024  # a job file is a few keys; anything bigger is refused unread
 
 
 def read_job_mapping(path: Path, label: str | None = None) -> dict[str, Any]:
     """The job file's top-level mapping, or a `UserError` naming the YAML problem and its line."""
     shown = label or str(path)
+    if path.exists() and not path.is_file():  # a folder, a FIFO or a device: fails or blocks the reader
+        raise UserError(f"job file '{shown}' is not a regular file", "give the path of a YAML file")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_JOB_FILE_BYTES + 1)
+        if len(raw) > MAX_JOB_FILE_BYTES:
+            raise UserError(f"job file '{shown}' is over {MAX_JOB_FILE_BYTES // 1024} KiB", "a job file holds a few keys; check it is the right file")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"job file '{shown}' does not exist", "check the path") from None
+    except PermissionError:
+        raise UserError(f"job file '{shown}' cannot be read (permission denied)", "check its rights") from None
     except UnicodeDecodeError:
         raise UserError(f"job file '{shown}' is not UTF-8 text", "save it as a UTF-8 YAML file") from None
     try:
@@ -47,7 +60,7 @@ def read_job_mapping(path: Path, label: str | None = None) -> dict[str, Any]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        problem = getattr(error, "problem", None) or type(error).__name__  # never the file's text
         raise UserError(
             f"job file '{shown}' is not valid YAML{where}: {problem}",
             "check the indentation and quote values that contain ':' or '#'",
@@ -182,6 +195,30 @@ _TYPE_WORDS = {
 }
 
 
+#: What an unknown key may look like to be named in a message (a line of another file is not echoed).
+SETTING_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as an error message may show it: numbers and true/false as they are, text and
+    anything else by its kind only (the message goes to error.json, the ledger and the morning report)."""
+    if isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return f"text of {len(value)} character{'s' if len(value) != 1 else ''}"
+    return _TYPE_WORDS.get(type(value).__name__, type(value).__name__).removeprefix("a ").removeprefix("an ")
+
+
+def _without_values(message: str, value: Any) -> str:
+    """A validator's message with the text of a wrong `value` (text, or a list of texts) it quotes replaced by
+    its length; an object's validators quote its word, which is the prompt's and stays."""
+    texts = [value] if isinstance(value, str) else [v for v in value[:100] if isinstance(v, str)] if isinstance(value, list) else []
+    for text in sorted(set(texts), key=len, reverse=True):
+        for quoted in (repr(text), f"'{text}'", f'"{text}"'):
+            message = message.replace(quoted, _shown(text))
+    return message
+
+
 def describe_validation_error(path: Path | str, error: ValidationError) -> tuple[str, str | None]:
     """(problem, fix) for the first error of `error`, plus how many more there are."""
     errors = error.errors(include_url=False)
@@ -200,7 +237,8 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> tuple
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"did you mean '{close[0]}'? " if close else "check the spelling; "
         where_obj = f" in {_loc_text(loc[:-1])}" if len(loc) > 1 else ""
-        problem = f"{prefix}: unknown key '{key}'{where_obj}"
+        named = f"'{key}'" if SETTING_NAME.match(key) else "that is not a setting name (is it a job file?)"
+        problem = f"{prefix}: unknown key {named}{where_obj}"
         fix = f"{hint}known keys: {', '.join(known)}"
     elif kind == "missing":
         if len(loc) >= 2 and loc[-2] == "box" or (len(loc) >= 1 and isinstance(loc[-1], int)):
@@ -217,19 +255,19 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> tuple
     elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()), "?")
-        problem = f"{prefix}: '{where}' must be {op} {bound}, got {first.get('input')!r}"
+        problem = f"{prefix}: '{where}' must be {op} {bound}, got {_shown(first.get('input'))}"
         low, high = field_bounds(str(loc[-1])) if _model_at(loc) is EditJob and len(loc) == 1 else (None, None)
         if low is not None and high is not None:
             fix = f"use {low} to {high}, as the --{str(loc[-1]).replace('_', '-')} flag"
     elif kind in ("value_error", "assertion_error"):
-        message = str(ctx.get("error") or first["msg"]).removeprefix("Value error, ")
+        message = _without_values(str(ctx.get("error") or first["msg"]).removeprefix("Value error, "), first.get("input"))
         problem = f"{prefix}: {message}" if not where else f"{prefix}: {where}: {message}"
     elif kind == "int_from_float":
-        problem = f"{prefix}: '{where}' must be an integer, got {first.get('input')!r}"
+        problem = f"{prefix}: '{where}' must be an integer, got {_shown(first.get('input'))}"
     else:
         base = kind.split("_")[0]
         if base in _TYPE_WORDS and (kind.endswith("_type") or kind.endswith("_parsing")):
-            problem = f"{prefix}: '{where}' must be {_TYPE_WORDS[base]}, got {first.get('input')!r}"
+            problem = f"{prefix}: '{where}' must be {_TYPE_WORDS[base]}, got {_shown(first.get('input'))}"
         else:
             problem = f"{prefix}: '{where}': {first['msg']}"
     return problem + more, fix

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from longedit.config import EditJob
 from longedit.errors import UserError
+from longedit.jobs.confine import check_link
 from longedit.jobs.jobfile import find_companion_video, read_job_mapping
 from longedit.jobs.spool import PARTIAL_SUFFIXES, Spool
 
@@ -163,6 +164,7 @@ class InboxScanner:
         """(input video if it exists, else the entry that says why the job cannot go yet; whether the
         video is the companion found because the job file has no `input`)."""
         try:
+            check_link(job_file, self.spool.root, "job file")  # a link to a secret is never read
             data = read_job_mapping(job_file)
         except UserError:
             return None, self._failing(job_file, "job file is not valid; the worker will fail it"), False

@@ -49,6 +49,7 @@ class WatchOptions:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     cache: bool = True  # share inversions in DIR/inversion-cache (--no-cache: off)
     preview_first: bool = False  # preview each new job into previews/NAME/ before running it
+    output_roots: tuple[Path, ...] = ()  # folders besides a job's own where its outputs may go (--output-root)
 
 
 class Watcher:
@@ -68,6 +69,7 @@ class Watcher:
         self.processor = JobProcessor(
             self.spool, self.ledger, execute, self.options.policy, preview_first=self.options.preview_first,
             inversion_cache=self.spool.inversion_cache if self.options.cache else None,
+            output_roots=self.options.output_roots,
         )
         scanner_kwargs = {"probe": probe} if probe is not None else {}
         self.scanner = InboxScanner(

@@ -27,7 +27,7 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +35,7 @@ from typing import Any, Literal
 from longedit.atomic import remove_foreign_temps
 from longedit.config import EditJob, as_run, preview_job
 from longedit.errors import UserError
+from longedit.jobs import confine
 from longedit.jobs.jobfile import load_job, read_job_mapping
 from longedit.jobs.ledger import Ledger
 from longedit.jobs.progress import CheckpointProgress
@@ -74,8 +75,10 @@ class JobProcessor:
         check_input: Callable[[EditJob], None] = _default_check_input,
         inversion_cache: Path | None = None,
         preview_first: bool = False,
+        output_roots: Sequence[Path] = (),
     ) -> None:
         self.spool = spool
+        self.output_roots = tuple(output_roots)  # folders outside a job's own where its outputs may go (--output-root)
         self.inversion_cache = inversion_cache  # shared by the jobs (a job's own cache_dir wins); None: off
         self.ledger = ledger
         self.execute = execute
@@ -85,14 +88,18 @@ class JobProcessor:
 
     # ------------------------------------------------------------------------------------ helpers
 
-    def load(self, job: JobFolder) -> EditJob:
+    def load(self, job: JobFolder, first_attempt: bool = False) -> EditJob:
         """The job's EditJob: inputs relative to the inbox it came from, outputs inside its folder, tuned
-        models (`tune:`) in the watched folder's shared cache."""
+        models (`tune:`) in the watched folder's shared cache. What the job may read and write is checked
+        (`longedit.jobs.confine`); before its `first_attempt` none of its outputs may exist."""
         job.adopt_companion()
         label = job.meta["job_file"]
+        confine.check_link(job.job_file, self.spool.root, f"job file '{label}'")
         data = read_job_mapping(job.job_file, label)
         companion = job.companion() if data.get("input") in (None, "") else None
         edit = load_job(job.job_file, base_dir=job.inbox, output_dir=job.folder, companion=companion, label=label)
+        confine.check_write_places(edit, job.folder, label, output_roots=self.output_roots, cache_roots=[self.spool.root])
+        confine.check_watch_job(edit, job.folder, self.spool.root, label, first_attempt=first_attempt)
         return edit.with_tune_cache(self.spool.tuned).with_inversion_cache(self.inversion_cache)
 
     def heartbeat(self, job: JobFolder) -> None:
@@ -141,7 +148,7 @@ class JobProcessor:
                     message += f"; the last one was lost ({taken_over}): was the worker killed, e.g. out of memory?"
                 return self._failed(job, message, last_error, exc_type="TooManyAttempts")
             try:
-                edit = self.load(job)
+                edit = self.load(job, first_attempt=attempts == 0)
                 self.check_input(edit)
             except UserError as error:
                 return self._failed(job, str(error), None, exc_type="UserError", tb=traceback.format_exc())
