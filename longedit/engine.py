@@ -414,7 +414,7 @@ def run_edit(
     backbone = load_backbone(tuned or job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
     words = resolve_words(backbone.tokenizer, job, prepared)
     settings = loop_settings(job, device)
-    state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
+    state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info), prepared.notices)
     resumed_from = None if state is None else {"phase": state.phase, "step": state.step}
     if state is None:  # a resumed job keeps its windows, whatever memory is free now
         windows, window_plan = plan_run_windows(job, prepared, backbone, words, settings)

@@ -1,0 +1,97 @@
+"""A work folder holds what others can write (issue 22 families 2 and 4): a planted pickle there never runs,
+and a checkpoint that was garbled but still loads is refused by its checksum; either way the job starts
+afresh, says so in one line, and ends with the result of a run that was never interrupted."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from longedit.checkpoint import CHECKPOINT_NAME
+from longedit.cli import main
+from longedit.config import EditJob
+from longedit.engine import JobInterrupted, run_edit
+
+SOURCE, PROMPT = "a man in a car", "a robot in a car"
+
+
+class Payload:
+    """Unpickling this runs `touch(marker)`: what a planted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def plant(path: Path, marker: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"fingerprint": "x", "phase": "edit", "step": 1, "payload": Payload(marker)}, path)
+
+
+class _StopAfter:
+    """A stop event that reads as set from its (n+1)-th check on (stops a job at a chosen point)."""
+
+    def __init__(self, checks: int) -> None:
+        self.checks = checks
+
+    def is_set(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
+def _job(clip: Path, output: Path) -> EditJob:
+    return EditJob(input=clip, output=output, source_prompt=SOURCE, prompt=PROMPT, model="tiny", device="cpu", steps=3,
+                   size=64, window=4, stride=2, checkpoint_every=1, objects=[{"word": "robot", "box": (8, 8, 40, 40)}])
+
+
+def test_a_planted_checkpoint_in_the_work_dir_never_runs_and_the_edit_starts_afresh(clip, tmp_path, capsys):
+    work, marker, out = tmp_path / "work", tmp_path / "pwned", tmp_path / "out.mp4"
+    plant(work / CHECKPOINT_NAME, marker)
+    code = main(["edit", str(clip), "-o", str(out), "--work-dir", str(work), "--model", "tiny", "--steps", "2",
+                 "--size", "64", "--source-prompt", SOURCE, "--prompt", PROMPT, "--object", "robot=8,8,40,40", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert not marker.exists() and out.is_file()
+    said = [line for line in err.splitlines() if "checkpoint" in line]
+    assert said == [f"warning: ignoring the checkpoint '{work / CHECKPOINT_NAME}': it holds more than tensors and plain "
+                    "values (an older format, or not ours); not loaded; starting afresh"], err
+
+
+@pytest.mark.slow
+def test_a_garbled_but_loadable_checkpoint_is_not_resumed_into_a_wrong_result(clip, tmp_path):
+    reference = run_edit(_job(clip, tmp_path / "ref.mp4"), progress=False)
+    work = tmp_path / "work"
+    with pytest.raises(JobInterrupted):
+        run_edit(_job(clip, tmp_path / "out.mp4"), work_dir=work, progress=False, stop_event=_StopAfter(1))
+    record = torch.load(work / CHECKPOINT_NAME, weights_only=False)  # our own file (any format): trusted here
+    state = record.get("state", record)
+    state["latents"] = state["latents"] + 0.5  # overwritten in place, the file still loads
+    torch.save(record, work / CHECKPOINT_NAME)
+    again = run_edit(_job(clip, tmp_path / "out.mp4"), work_dir=work, progress=False, stop_event=threading.Event())
+    assert again["resumed_from"] is None
+    assert [w for w in again["warnings"] if "checkpoint" in w] == [
+        f"ignoring the checkpoint '{work / CHECKPOINT_NAME}': its contents do not match its checksum (damaged or "
+        "modified); starting afresh"]
+    assert again["latent_checksum"] == reference["latent_checksum"]
+
+
+def test_a_watch_folder_job_with_a_planted_checkpoint_in_processing_runs_it_not(clip, tmp_path):
+    """The watcher adopts processing/NAME/ of a dead worker: its planted work/checkpoint.pt is read by the
+    heartbeat and by the engine, and runs in neither."""
+    from test_jobs_watch import _orphan, _watcher
+
+    from longedit import engine
+
+    spool = _orphan(tmp_path, clip, "orphan", attempts=1)
+    marker = tmp_path / "pwned"
+    plant(spool.processing / "orphan" / "work" / CHECKPOINT_NAME, marker)
+    assert _watcher(tmp_path, engine.run_edit).run() == {"done": ["orphan"]}
+    assert not marker.exists()
+    report = json.loads((spool.done / "orphan" / "report.json").read_text())
+    assert report["resumed_from"] is None and any("ignoring the checkpoint" in w for w in report["warnings"])
