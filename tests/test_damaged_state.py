@@ -95,3 +95,56 @@ def test_a_watch_folder_job_with_a_planted_checkpoint_in_processing_runs_it_not(
     assert not marker.exists()
     report = json.loads((spool.done / "orphan" / "report.json").read_text())
     assert report["resumed_from"] is None and any("ignoring the checkpoint" in w for w in report["warnings"])
+
+
+# ------------------------------------------------------------------------------ the ledger and progress.json
+
+
+def _status(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["status", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_zero_byte_ledger_is_read_as_empty_and_status_writes_nothing(tmp_path, capsys):
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "ledger.sqlite").write_bytes(b"")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = _status(capsys, str(tmp_path))
+    assert code == 0 and err == "" and out.startswith(f"{tmp_path}: 0 queued, 0 running")
+    assert (tmp_path / "ledger.sqlite").read_bytes() == b"" and sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_status_of_a_ledger_never_changes_its_bytes(tmp_path, capsys):
+    from longedit.jobs.ledger import Ledger
+
+    (tmp_path / "inbox").mkdir()
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.transition("j1", "queued", name="first")
+    del ledger
+    before = (tmp_path / "ledger.sqlite").read_bytes()
+    code, out, _ = _status(capsys, str(tmp_path), "--json")
+    assert code == 0 and json.loads(out)["counts"]["queued"] == 1
+    assert (tmp_path / "ledger.sqlite").read_bytes() == before
+
+
+def test_a_progress_file_with_wrong_types_is_shown_as_unreadable_not_a_crash(tmp_path, capsys):
+    from longedit.jobs.ledger import Ledger
+    from longedit.progress import PROGRESS_NAME
+
+    folder = tmp_path / "processing" / "clip"
+    (folder / "work").mkdir(parents=True)
+    (tmp_path / "inbox").mkdir()
+    (folder / "work" / PROGRESS_NAME).write_text(json.dumps({"fraction": "half", "eta_s": [1], "phase": 3}))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.transition("j1", "queued", name="clip", folder=str(folder))
+    ledger.transition("j1", "running", attempts_delta=1)
+    ledger.progress("j1", 2, 6)
+    code, out, err = _status(capsys, str(tmp_path))
+    assert code == 0 and "Traceback" not in err, err
+    [row] = [line for line in out.splitlines() if line.startswith("running")]
+    assert "2/6" in row and "its progress.json is unreadable ('fraction' is not a number from 0 to 1)" in row
+    for bad in ({"fraction": 0.5, "eta_s": "soon"}, {"fraction": True}, {"fraction": 7}, [0.5], {"fraction": 0.5, "preview": "yes"}):
+        (folder / "work" / PROGRESS_NAME).write_text(json.dumps(bad))
+        code, out, err = _status(capsys, str(tmp_path), "--json")
+        assert code == 0 and "is unreadable" in json.loads(out)["jobs"][0]["note"], (bad, err)
