@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,37 @@ def load(work_dir: Path | None, fingerprint: str, notices: list[str] | None = No
     try:
         values = {k: v for k, v in saved.items() if k in known}
         values["window_plan"] = _plan_from_dict(values.get("window_plan"))
-        return RunState(**values)
+        state = RunState(**values)
     except (TypeError, AttributeError):  # written by a version with other fields
         return None
+    problem = _state_problem(state)
+    if problem is not None:  # a well-formed file with the right fingerprint but nonsense inside: hand-made
+        message = f"ignoring the checkpoint '{work_dir / CHECKPOINT_NAME}': {problem}; starting afresh"
+        if notices is not None:
+            notices.append(message)
+        else:
+            warnings.warn(message, UserWarning, stacklevel=2)
+        return None
+    return state
+
+
+def _state_problem(state: RunState) -> str | None:
+    """What makes a loaded state unusable (wrong types or shapes), None when the loop can continue from it."""
+    if not isinstance(state.source, torch.Tensor) or not isinstance(state.latents, torch.Tensor):
+        return "its latents are not tensors"
+    if state.latents.shape != state.source.shape:
+        return f"its latents {tuple(state.latents.shape)} and source {tuple(state.source.shape)} differ in shape"
+    if state.phase not in PHASES or type(state.step) is not int or state.step < 0:
+        return "its phase or step is not one the loop knows"
+    frames = state.source.shape[0] if state.source.dim() else 0
+    if not isinstance(state.windows, list) or not all(
+        isinstance(w, tuple) and len(w) == 2 and all(type(i) is int for i in w) and 0 <= w[0] < w[1] <= frames
+        for w in state.windows
+    ):
+        return "its windows are not frame ranges of its latents"
+    if state.rng is not None and not isinstance(state.rng, torch.Tensor):
+        return "its random state is not a tensor"
+    return None
 
 
 def read_progress(work_dir: Path) -> tuple[str, int] | None:

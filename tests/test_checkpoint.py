@@ -129,3 +129,15 @@ def test_the_window_plan_round_trips_as_plain_values(tmp_path: Path) -> None:
     state.window_plan = WindowPlan(length=16, stride=8, reason="fits", source="planner", budget_bytes=10, probe=probe)
     checkpoint.save(tmp_path, state)
     assert checkpoint.load(tmp_path, "abc").window_plan == state.window_plan
+
+
+def test_a_hand_made_checkpoint_with_a_valid_checksum_but_nonsense_inside_is_ignored(tmp_path: Path) -> None:
+    from longedit.statefile import save_state
+
+    good = _state().as_dict()
+    for change, reason in [({"latents": torch.zeros(2, 4, 2, 2)}, "differ in shape"), ({"step": "7"}, "phase or step"),
+                           ({"windows": [(0, 9)]}, "frame ranges"), ({"source": "x"}, "not tensors")]:
+        save_state(tmp_path / CHECKPOINT_NAME, {**good, **change}, what="the checkpoint")  # checksum and all
+        notices: list[str] = []
+        assert checkpoint.load(tmp_path, "abc", notices) is None
+        assert len(notices) == 1 and reason in notices[0] and notices[0].startswith("ignoring the checkpoint"), notices

@@ -192,8 +192,9 @@ class Checkpoints:
         if state is None or state.get("fingerprint") != self.fingerprint:
             return Progress()
         saved = state.get("params") if isinstance(state.get("params"), dict) else {}
-        if not self.deepspeed and any(getattr(saved.get(n), "shape", None) != p.shape for n, p in self.params.items()):
-            warnings.warn(f"ignoring the tuning checkpoint '{self.path}': its weights do not fit this model; starting afresh")
+        counts = type(state.get("step")) is int and isinstance(state.get("losses"), list)
+        if not counts or (not self.deepspeed and any(getattr(saved.get(n), "shape", None) != p.shape for n, p in self.params.items())):
+            warnings.warn(f"ignoring the tuning checkpoint '{self.path}': its step or weights do not fit this run; starting afresh")
             return Progress()
         if self.deepspeed:
             accelerator.load_state(str(self.work / DEEPSPEED_STATE))
