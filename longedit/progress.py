@@ -27,6 +27,7 @@ from longedit import atomic
 
 PROGRESS_NAME = "progress.json"
 BAR_SCALE = 1000  # the bar counts permille of the whole job
+MAX_PROGRESS_BYTES = 1 << 20  # a real progress.json is well under 4 KB; a bigger one is not read
 
 
 @dataclass
@@ -206,14 +207,18 @@ def load_progress_file(work_dir: Path) -> dict[str, Any] | None:
     when it is there but is not JSON or its fields have the wrong types (a work folder others can write)."""
     path = Path(work_dir) / PROGRESS_NAME
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_PROGRESS_BYTES:
+            raise ValueError(f"is larger than {MAX_PROGRESS_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError as error:
+        raise ValueError("is not UTF-8 text") from error
     except OSError as error:
         raise ValueError(f"cannot be read ({error.strerror or error})") from error
     try:
         data = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested thousands deep
         raise ValueError("is not JSON") from error
     problem = _progress_problem(data)
     if problem is not None:

@@ -6,6 +6,7 @@ a dependency upgrade once turned every usage error into a traceback with exit 1 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -135,6 +136,16 @@ def _malformed_ledger(folder, clip) -> None:
     (folder / "wf" / "ledger.sqlite").write_bytes(bytes(data))
 
 
+def _foreign_ledger(folder, clip) -> None:
+    """A SQLite file of some other program under the ledger's name."""
+    import sqlite3
+
+    _watched(folder, b"")
+    with contextlib.closing(sqlite3.connect(folder / "wf" / "ledger.sqlite")) as conn:
+        conn.execute("CREATE TABLE jobs (x)")
+        conn.commit()
+
+
 DAMAGED = [  # issue 22 family 4: damaged media and state, refused with one line and exit 2, nothing changed
     ("cut video", _cut_video, ["edit", "cut.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20"],
      "error: video 'cut.mp4' is cut short (its index points past the end of the file; "),
@@ -142,6 +153,8 @@ DAMAGED = [  # issue 22 family 4: damaged media and state, refused with one line
      "error: the ledger 'wf/ledger.sqlite' is damaged or not a ledger (file is not a database) (move it aside"),
     ("watch, ledger not a database", lambda folder, clip: _watched(folder, bytes(range(256)) * 20), ["watch", "wf", "--once"],
      "error: the ledger '"),
+    ("status, foreign SQLite file", _foreign_ledger, ["status", "wf"],
+     "error: the ledger 'wf/ledger.sqlite' is damaged or not a ledger (no such column: queued_at)"),
     ("status, malformed ledger", _malformed_ledger, ["status", "wf", "--json"],
      "error: the ledger 'wf/ledger.sqlite' is damaged or not a ledger (database disk image is malformed)"),
 ]

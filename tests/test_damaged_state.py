@@ -144,7 +144,10 @@ def test_a_progress_file_with_wrong_types_is_shown_as_unreadable_not_a_crash(tmp
     assert code == 0 and "Traceback" not in err, err
     [row] = [line for line in out.splitlines() if line.startswith("running")]
     assert "2/6" in row and "its progress.json is unreadable ('fraction' is not a number from 0 to 1)" in row
-    for bad in ({"fraction": 0.5, "eta_s": "soon"}, {"fraction": True}, {"fraction": 7}, [0.5], {"fraction": 0.5, "preview": "yes"}):
-        (folder / "work" / PROGRESS_NAME).write_text(json.dumps(bad))
+    bad_files = [json.dumps(bad).encode() for bad in (
+        {"fraction": 0.5, "eta_s": "soon"}, {"fraction": True}, {"fraction": 7}, [0.5], {"fraction": 0.5, "preview": "yes"},
+    )] + [b'{"fraction": NaN}', b"\xff\xfe{}", b"[" * 100_000 + b"]" * 100_000]  # NaN, not UTF-8, nested too deep
+    for bad in bad_files:
+        (folder / "work" / PROGRESS_NAME).write_bytes(bad)
         code, out, err = _status(capsys, str(tmp_path), "--json")
-        assert code == 0 and "is unreadable" in json.loads(out)["jobs"][0]["note"], (bad, err)
+        assert code == 0 and "is unreadable" in json.loads(out)["jobs"][0]["note"], (bad[:40], err)

@@ -71,6 +71,7 @@ CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
 """
 
 _DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_FOREIGN_SCHEMA = ("no such column", "no such table", "table jobs has no column")  # a SQLite file, not our ledger
 
 _JOB_COLUMNS = (
     "name job_file folder input output owner queued_at started_at finished_at run_seconds step total "
@@ -107,7 +108,8 @@ class Ledger:
                 conn.execute("PRAGMA query_only=ON")  # any write statement fails
             yield conn
         except sqlite3.DatabaseError as error:
-            if (getattr(error, "sqlite_errorcode", 0) & 0xFF) in _DAMAGED_CODES:
+            damaged = (getattr(error, "sqlite_errorcode", 0) & 0xFF) in _DAMAGED_CODES
+            if damaged or str(error).startswith(_FOREIGN_SCHEMA):
                 raise self._damaged(error) from error
             raise
         finally:
