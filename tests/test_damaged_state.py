@@ -151,3 +151,28 @@ def test_a_progress_file_with_wrong_types_is_shown_as_unreadable_not_a_crash(tmp
         (folder / "work" / PROGRESS_NAME).write_bytes(bad)
         code, out, err = _status(capsys, str(tmp_path), "--json")
         assert code == 0 and "is unreadable" in json.loads(out)["jobs"][0]["note"], (bad[:40], err)
+
+
+def test_a_half_copied_video_in_the_watch_inbox_fails_instead_of_being_edited_to_its_first_part(tmp_path):
+    from test_jobs_helpers import write_job
+    from test_jobs_watch import _watcher
+
+    from longedit import engine
+    from longedit.samples import make_clip
+    from longedit.video import VideoWriter, iter_frames, probe
+
+    source = make_clip(tmp_path / "src.mkv", frames=48, width=64, height=48).path
+    whole = tmp_path / "whole.mp4"
+    info = probe(source)
+    with VideoWriter(whole, info.width, info.height, info.fps) as writer:  # header first, as phones and editors write
+        for frame in iter_frames(source):
+            writer.write(frame)
+    inbox = tmp_path / "wf" / "inbox"
+    inbox.mkdir(parents=True)
+    data = whole.read_bytes()
+    (inbox / "clip.mp4").write_bytes(data[: len(data) // 2])
+    write_job(inbox / "clip.yaml")
+    assert _watcher(tmp_path / "wf", engine.run_edit).run() == {"failed": ["clip"]}
+    error = json.loads((tmp_path / "wf" / "failed" / "clip" / "error.json").read_text())
+    assert "is cut short (its index points past the end of the file; " in error["message"]
+    assert not list((tmp_path / "wf").rglob("*-edited.mp4"))
