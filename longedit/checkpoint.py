@@ -4,11 +4,14 @@
 source latents, windows, masks, what was measured so far); `save` writes it to `checkpoint.pt`
 atomically, `load` reads it back when the job's fingerprint matches, `read_progress` reads only the
 phase and step (memory-mapped: the latents are not read), for `longedit status` and the watcher.
+The file holds tensors and plain values only, with a checksum (`longedit.statefile`): a planted pickle
+never runs, and a damaged or old-format checkpoint is ignored with one warning line.
 `Trajectory` keeps the DDIM inversion latents of every step on disk (IRJS `--source-noise inversion`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -19,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from longedit.atomic import atomic_write
+from longedit.planner import ProbeResult, WindowPlan
+from longedit.statefile import load_state, peek_state, save_state
 
 CHECKPOINT_NAME = "checkpoint.pt"
 TRAJECTORY_NAME = "inversion-trajectory.f16"
@@ -34,7 +38,7 @@ class RunState:
     source: torch.Tensor
     latents: torch.Tensor
     windows: list[tuple[int, int]]
-    window_plan: Any
+    window_plan: WindowPlan | None
     phase: str = "inversion"
     step: int = 0
     masks: dict | None = None
@@ -53,6 +57,18 @@ class RunState:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def _plan_to_dict(plan: WindowPlan | None) -> dict | None:
+    return None if plan is None else dataclasses.asdict(plan)
+
+
+def _plan_from_dict(data: dict | None) -> WindowPlan | None:
+    """The inverse of `_plan_to_dict` (tuples come back as tuples: the file keeps them)."""
+    if data is None:
+        return None
+    probe = data.get("probe")
+    return WindowPlan(**{**data, "probe": None if probe is None else ProbeResult(**probe)})
+
+
 def job_fingerprint(settings: dict, input_path: Path, frames: int) -> str:
     """What a result depends on: the job's settings (without output paths) and the input file's identity."""
     stat = Path(input_path).stat()
@@ -63,35 +79,62 @@ def job_fingerprint(settings: dict, input_path: Path, frames: int) -> str:
 def save(work_dir: Path, state: RunState) -> None:
     """Atomic write (`longedit.atomic`): a full disk is a one-line UserError and leaves no temp file."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(work_dir / CHECKPOINT_NAME, "wb", what="the checkpoint") as handle:
-        torch.save(state.as_dict(), handle)
+    saved = {**state.as_dict(), "window_plan": _plan_to_dict(state.window_plan)}
+    save_state(work_dir / CHECKPOINT_NAME, saved, what="the checkpoint")
 
 
-def load(work_dir: Path | None, fingerprint: str) -> RunState | None:
-    """The saved state of the job with `fingerprint`, or None (no checkpoint, another job's, or unreadable)."""
-    if work_dir is None or not (work_dir / CHECKPOINT_NAME).is_file():
+def load(work_dir: Path | None, fingerprint: str, notices: list[str] | None = None) -> RunState | None:
+    """The saved state of the job with `fingerprint`, or None (no checkpoint, another job's, or unusable:
+    old format, planted, torn or damaged; those say so in one line, added to `notices` when given, else
+    warned)."""
+    if work_dir is None:
         return None
-    try:
-        saved = torch.load(work_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
-    except Exception:  # a torn or foreign file: start over rather than fail the job
-        warnings.warn(f"ignoring unreadable checkpoint in {work_dir}")
-        return None
-    if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+    saved = load_state(work_dir / CHECKPOINT_NAME, what="the checkpoint", notices=notices)
+    if saved is None or saved.get("fingerprint") != fingerprint:
         return None
     known = {f.name for f in fields(RunState)}
     try:
-        return RunState(**{k: v for k, v in saved.items() if k in known})
-    except TypeError:  # written by a version with other required fields
+        values = {k: v for k, v in saved.items() if k in known}
+        values["window_plan"] = _plan_from_dict(values.get("window_plan"))
+        state = RunState(**values)
+    except (TypeError, AttributeError):  # written by a version with other fields
         return None
+    problem = _state_problem(state)
+    if problem is not None:  # a well-formed file with the right fingerprint but nonsense inside: hand-made
+        message = f"ignoring the checkpoint '{work_dir / CHECKPOINT_NAME}': {problem}; starting afresh"
+        if notices is not None:
+            notices.append(message)
+        else:
+            warnings.warn(message, UserWarning, stacklevel=2)
+        return None
+    return state
+
+
+def _state_problem(state: RunState) -> str | None:
+    """What makes a loaded state unusable (wrong types or shapes), None when the loop can continue from it."""
+    if not isinstance(state.source, torch.Tensor) or not isinstance(state.latents, torch.Tensor):
+        return "its latents are not tensors"
+    if state.latents.shape != state.source.shape:
+        return f"its latents {tuple(state.latents.shape)} and source {tuple(state.source.shape)} differ in shape"
+    if state.phase not in PHASES or type(state.step) is not int or state.step < 0:
+        return "its phase or step is not one the loop knows"
+    frames = state.source.shape[0] if state.source.dim() else 0
+    if not isinstance(state.windows, list) or not all(
+        isinstance(w, tuple) and len(w) == 2 and all(type(i) is int for i in w) and 0 <= w[0] < w[1] <= frames
+        for w in state.windows
+    ):
+        return "its windows are not frame ranges of its latents"
+    if state.rng is not None and not isinstance(state.rng, torch.Tensor):
+        return "its random state is not a tensor"
+    return None
 
 
 def read_progress(work_dir: Path) -> tuple[str, int] | None:
     """(phase, step) of the checkpoint in `work_dir`, None without one; reads only the header (mmap)."""
-    path = work_dir / CHECKPOINT_NAME
+    saved = peek_state(work_dir / CHECKPOINT_NAME)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         phase, step = saved["phase"], int(saved["step"])
-    except Exception:  # missing, replaced while reading, or not a checkpoint
+    except (TypeError, KeyError, ValueError):  # missing, replaced while reading, or not a checkpoint
         return None
     return (phase, step) if phase in PHASES else None
 

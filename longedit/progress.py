@@ -16,6 +16,7 @@ reads. This module imports no torch: status stays light.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from longedit import atomic
 
 PROGRESS_NAME = "progress.json"
 BAR_SCALE = 1000  # the bar counts permille of the whole job
+MAX_PROGRESS_BYTES = 1 << 20  # a real progress.json is well under 4 KB; a bigger one is not read
 
 
 @dataclass
@@ -180,13 +182,56 @@ class JobProgress:
             self._bar.close()
 
 
-def read_progress_file(work_dir: Path) -> dict[str, Any] | None:
-    """The job's `progress.json` in `work_dir`, None when missing or unreadable (e.g. being replaced)."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _progress_problem(data: Any) -> str | None:
+    """What is wrong with a parsed `progress.json` (None: the fields `status` reads have their types)."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not _is_number(data.get("fraction")) or not 0 <= data["fraction"] <= 1:
+        return "'fraction' is not a number from 0 to 1"
+    for key in ("eta_s", "updated_at"):
+        if data.get(key) is not None and not _is_number(data[key]):
+            return f"'{key}' is not a number"
+    if data.get("phase") is not None and not isinstance(data["phase"], str):
+        return "'phase' is not a string"
+    if data.get("preview") is not None and not isinstance(data["preview"], bool):
+        return "'preview' is not true or false"
+    return None
+
+
+def load_progress_file(work_dir: Path) -> dict[str, Any] | None:
+    """The job's `progress.json` in `work_dir`, None when there is none; ValueError (saying what is wrong)
+    when it is there but is not JSON or its fields have the wrong types (a work folder others can write)."""
+    path = Path(work_dir) / PROGRESS_NAME
     try:
-        data = json.loads((Path(work_dir) / PROGRESS_NAME).read_text())
-    except (OSError, ValueError):
+        if path.stat().st_size > MAX_PROGRESS_BYTES:
+            raise ValueError(f"is larger than {MAX_PROGRESS_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) and "fraction" in data else None
+    except UnicodeDecodeError as error:
+        raise ValueError("is not UTF-8 text") from error
+    except OSError as error:
+        raise ValueError(f"cannot be read ({error.strerror or error})") from error
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested thousands deep
+        raise ValueError("is not JSON") from error
+    problem = _progress_problem(data)
+    if problem is not None:
+        raise ValueError(problem)
+    return data
+
+
+def read_progress_file(work_dir: Path) -> dict[str, Any] | None:
+    """The job's `progress.json` in `work_dir`, None when missing or unreadable (see `load_progress_file`)."""
+    try:
+        return load_progress_file(work_dir)
+    except ValueError:
+        return None
 
 
 def remaining_eta(data: dict[str, Any], now: float | None = None) -> float | None:

@@ -17,6 +17,21 @@ def _state(fingerprint: str = "abc") -> RunState:
     return RunState(fingerprint=fingerprint, source=source, latents=source * 2, windows=[(0, 3)], window_plan=None)
 
 
+class _Payload:
+    """Unpickling this runs `touch(marker)`: what a planted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def plant_pickle(path: Path, marker: Path) -> None:
+    """A checkpoint-shaped file whose unpickling would create `marker` (the issue 22 probe)."""
+    torch.save({"fingerprint": "abc", "phase": "edit", "step": 1, "payload": _Payload(marker)}, path)
+
+
 def test_save_then_load_round_trips_every_field(tmp_path: Path) -> None:
     state = _state()
     state.phase, state.step, state.losses, state.refinements = "edit", 7, [0.5, None], [3, 0]
@@ -37,7 +52,7 @@ def test_another_jobs_or_a_torn_checkpoint_is_not_loaded(tmp_path: Path) -> None
     assert checkpoint.load(tmp_path, "other") is None
     assert checkpoint.load(None, "abc") is None
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"torn")
-    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+    with pytest.warns(UserWarning, match="ignoring the checkpoint .*: it is unreadable"):
         assert checkpoint.load(tmp_path, "abc") is None
 
 
@@ -68,3 +83,61 @@ def test_trajectory_reopens_what_was_written(tmp_path: Path) -> None:
     Trajectory(path, 5, tuple(latents.shape), create=True).put(2, latents)
     again = Trajectory(path, 5, tuple(latents.shape), create=False)
     assert torch.equal(again.get(2), latents.half().float())
+
+
+def test_a_planted_pickle_is_never_run_and_is_treated_as_absent_with_one_line(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    plant_pickle(tmp_path / CHECKPOINT_NAME, marker)
+    with pytest.warns(UserWarning) as caught:
+        assert checkpoint.load(tmp_path, "abc") is None
+    assert checkpoint.read_progress(tmp_path) is None
+    assert not marker.exists()
+    [message] = [str(w.message) for w in caught]
+    assert "\n" not in message and "ignoring the checkpoint" in message and "more than tensors and plain values" in message
+
+
+def test_an_old_pickle_format_checkpoint_is_ignored_with_one_line(tmp_path: Path) -> None:
+    from longedit.planner import WindowPlan
+
+    state = _state()  # what the old `save` wrote: the dataclass-holding dict, pickled
+    old = {**state.as_dict(), "window_plan": WindowPlan(length=8, stride=4, reason="default", source="default")}
+    torch.save(old, tmp_path / CHECKPOINT_NAME)
+    with pytest.warns(UserWarning, match="more than tensors and plain values"):
+        assert checkpoint.load(tmp_path, "abc") is None
+    torch.save(_state().as_dict(), tmp_path / CHECKPOINT_NAME)  # plain, but old (no format, no checksum)
+    with pytest.warns(UserWarning, match="not a longedit-state/1 file"):
+        assert checkpoint.load(tmp_path, "abc") is None
+
+
+def test_garbled_but_loadable_latents_are_refused_by_the_checksum(tmp_path: Path) -> None:
+    checkpoint.save(tmp_path, _state())
+    record = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    record["state"]["latents"] = torch.zeros_like(record["state"]["latents"])  # still a valid file
+    torch.save(record, tmp_path / CHECKPOINT_NAME)
+    with pytest.warns(UserWarning, match="do not match its checksum"):
+        assert checkpoint.load(tmp_path, "abc") is None
+    record["state"]["latents"] = _state().latents  # the same bytes again: accepted
+    torch.save(record, tmp_path / CHECKPOINT_NAME)
+    assert torch.equal(checkpoint.load(tmp_path, "abc").latents, _state().latents)
+
+
+def test_the_window_plan_round_trips_as_plain_values(tmp_path: Path) -> None:
+    from longedit.planner import ProbeResult, WindowPlan
+
+    state = _state()
+    probe = ProbeResult(lengths=(8, 16), peaks=(100, 180), resident_bytes=5, metric="tracker", seconds=0.5)
+    state.window_plan = WindowPlan(length=16, stride=8, reason="fits", source="planner", budget_bytes=10, probe=probe)
+    checkpoint.save(tmp_path, state)
+    assert checkpoint.load(tmp_path, "abc").window_plan == state.window_plan
+
+
+def test_a_hand_made_checkpoint_with_a_valid_checksum_but_nonsense_inside_is_ignored(tmp_path: Path) -> None:
+    from longedit.statefile import save_state
+
+    good = _state().as_dict()
+    for change, reason in [({"latents": torch.zeros(2, 4, 2, 2)}, "differ in shape"), ({"step": "7"}, "phase or step"),
+                           ({"windows": [(0, 9)]}, "frame ranges"), ({"source": "x"}, "not tensors")]:
+        save_state(tmp_path / CHECKPOINT_NAME, {**good, **change}, what="the checkpoint")  # checksum and all
+        notices: list[str] = []
+        assert checkpoint.load(tmp_path, "abc", notices) is None
+        assert len(notices) == 1 and reason in notices[0] and notices[0].startswith("ignoring the checkpoint"), notices

@@ -6,6 +6,7 @@ a dependency upgrade once turned every usage error into a traceback with exit 1 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -118,3 +119,76 @@ def test_the_issue_catalogue_ends_with_one_line_and_exit_2_and_writes_nothing(ar
     assert len(lines) == (3 if usage else 1) and (not usage or lines[0].startswith("Usage: longedit"))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written, the input untouched
     assert sorted(p.name for p in tmp_path.parent.iterdir() if p.name == "escaped.mp4") == []
+
+
+def _cut_video(folder, clip) -> None:
+    """A copy that stopped at half its bytes; its header (written first) still declares every frame."""
+    from longedit.samples import make_clip
+    from longedit.video import VideoWriter, iter_frames, probe
+
+    clip = make_clip(folder / "src.mkv", frames=48, width=64, height=48).path
+    info = probe(clip)
+    with VideoWriter(folder / "whole.mp4", info.width, info.height, info.fps) as writer:
+        for frame in iter_frames(clip):
+            writer.write(frame)
+    data = (folder / "whole.mp4").read_bytes()
+    (folder / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (folder / "whole.mp4").unlink()
+    clip.unlink()
+
+
+def _watched(folder, ledger: bytes) -> None:
+    (folder / "wf" / "inbox").mkdir(parents=True)
+    (folder / "wf" / "inbox" / "job.yaml").write_text(JOB)
+    (folder / "wf" / "ledger.sqlite").write_bytes(ledger)
+
+
+def _malformed_ledger(folder, clip) -> None:
+    """A real ledger whose second page was overwritten (SQLite: 'database disk image is malformed')."""
+    from longedit.jobs.ledger import Ledger
+
+    _watched(folder, b"")
+    ledger = Ledger(folder / "wf" / "ledger.sqlite")
+    for index in range(40):
+        ledger.transition(f"job{index}", "queued", name=f"job{index}", detail="x" * 200)
+    data = bytearray((folder / "wf" / "ledger.sqlite").read_bytes())
+    data[4096:8192] = b"\xff" * 4096
+    (folder / "wf" / "ledger.sqlite").write_bytes(bytes(data))
+
+
+def _foreign_ledger(folder, clip) -> None:
+    """A SQLite file of some other program under the ledger's name."""
+    import sqlite3
+
+    _watched(folder, b"")
+    with contextlib.closing(sqlite3.connect(folder / "wf" / "ledger.sqlite")) as conn:
+        conn.execute("CREATE TABLE jobs (x)")
+        conn.commit()
+
+
+DAMAGED = [  # issue 22 family 4: damaged media and state, refused with one line and exit 2, nothing changed
+    ("cut video", _cut_video, ["edit", "cut.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20"],
+     "error: video 'cut.mp4' is cut short (its index points past the end of the file; "),
+    ("status, ledger not a database", lambda folder, clip: _watched(folder, bytes(range(256)) * 20), ["status", "wf"],
+     "error: the ledger 'wf/ledger.sqlite' is damaged or not a ledger (file is not a database) (move it aside"),
+    ("watch, ledger not a database", lambda folder, clip: _watched(folder, bytes(range(256)) * 20), ["watch", "wf", "--once"],
+     "error: the ledger '"),
+    ("status, foreign SQLite file", _foreign_ledger, ["status", "wf"],
+     "error: the ledger 'wf/ledger.sqlite' is damaged or not a ledger (no such column: queued_at)"),
+    ("status, malformed ledger", _malformed_ledger, ["status", "wf", "--json"],
+     "error: the ledger 'wf/ledger.sqlite' is damaged or not a ledger (database disk image is malformed)"),
+]
+
+
+@pytest.mark.parametrize(("setup", "argv", "last"), [c[1:] for c in DAMAGED], ids=[c[0] for c in DAMAGED])
+def test_damaged_media_and_state_end_with_one_line_and_exit_2_and_change_nothing(setup, argv, last, clip, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    setup(tmp_path, clip)
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert out == "" and "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith(last), err
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before  # the job stays in inbox

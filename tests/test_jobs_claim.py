@@ -292,14 +292,18 @@ def test_checkpoint_progress_reads_phase_and_step(tmp_path):
     import torch
 
     from longedit.jobs.progress import CheckpointProgress
+    from longedit.statefile import save_state
+
+    def save(state: dict) -> None:
+        save_state(tmp_path / "checkpoint.pt", state, what="the checkpoint")
 
     progress = CheckpointProgress(tmp_path, steps=5)
     assert progress.read() is None
-    torch.save({"phase": "inversion", "step": 2, "latents": torch.zeros(3, 4, 8, 8)}, tmp_path / "checkpoint.pt")
+    save({"phase": "inversion", "step": 2, "latents": torch.zeros(3, 4, 8, 8)})
     assert progress.read() == (2, 10)
-    torch.save({"phase": "edit", "step": 4, "latents": torch.zeros(3, 4, 8, 8)}, tmp_path / "checkpoint.pt")
+    save({"phase": "edit", "step": 4, "latents": torch.zeros(3, 4, 8, 8)})
     assert progress.read() == (9, 10)
-    torch.save({"phase": "decode", "step": 5}, tmp_path / "checkpoint.pt")
+    save({"phase": "decode", "step": 5})
     assert progress.read() == (10, 10)
     (tmp_path / "checkpoint.pt").write_bytes(b"torn")  # unreadable: keep the last value
     assert progress.read() == (10, 10)

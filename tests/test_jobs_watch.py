@@ -357,14 +357,14 @@ def test_status_of_a_folder_that_is_not_watched(tmp_path):
 
 
 def test_heartbeat_copies_checkpoint_progress_into_the_ledger(tmp_path, clip):
-    import torch
+    from longedit.statefile import save_state
 
     spool = Spool(tmp_path).create()
     _add_job(spool.inbox, "slow", clip)
     ledger = Ledger(spool.ledger_path)
 
     def checkpointing(job, *, work_dir=None, **kwargs):
-        torch.save({"phase": "edit", "step": 1}, work_dir / "checkpoint.pt")
+        save_state(work_dir / "checkpoint.pt", {"phase": "edit", "step": 1}, what="the checkpoint")
         wait_for(lambda: (ledger.jobs()[0]["step"] or 0) == job.steps + 1, timeout=10, what="progress in the ledger")
         return copy_runner(job, work_dir=work_dir, **kwargs)
 

@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from longedit import attention_pictures, diskspace, engine, output_paths
+from longedit.config import as_run
+from longedit.engine import runner, source as source_stage
 from longedit.cli import main
 from longedit.config import EditJob
 from longedit.editor import MAP_SCALE
@@ -41,8 +43,8 @@ def no_long_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("long work started before the paths were checked")
 
-    monkeypatch.setattr(engine, "load_backbone", forbidden)
-    monkeypatch.setattr(engine, "encode_video", forbidden)
+    monkeypatch.setattr(runner, "load_backbone", forbidden)
+    monkeypatch.setattr(source_stage, "encode_video", forbidden)
 
 
 def _edit(capsys, clip: Path, *args: str) -> tuple[int, str]:
@@ -123,7 +125,7 @@ def test_a_preview_checks_its_own_files(clip, tmp_path):
     preview_input.write_bytes(clip.read_bytes())
     job = EditJob(input=preview_input, output=tmp_path / "out.mp4", source_prompt="a", prompt="b", preview=True)
     with pytest.raises(UserError, match="the report .* is the input video"):
-        output_paths.check_job_paths(engine.as_run(job))
+        output_paths.check_job_paths(as_run(job))
     output_paths.check_job_paths(job.model_copy(update={"preview": False}))  # the full job writes no .json
 
 

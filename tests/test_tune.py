@@ -182,6 +182,56 @@ def test_an_interrupted_tuning_resumes_bit_identical(tuned, clip, tmp_path):
     assert reference.keys() == again.keys() and all(torch.equal(reference[k], again[k]) for k in reference)
 
 
+class _Payload:
+    """Unpickling this runs `touch(marker)`: a planted tuning checkpoint (issue 22)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_tuning_checkpoint_is_not_run_and_the_tuning_starts_afresh(tuned, clip, tmp_path):
+    _, info, _, _ = tuned
+    work, marker = tmp_path / "work", tmp_path / "pwned"
+    work.mkdir()
+    torch.save({"fingerprint": "x", "step": 4, "payload": _Payload(marker)}, work / STATE_NAME)
+    with pytest.warns(UserWarning, match="ignoring the tuning checkpoint .*more than tensors and plain values") as caught:
+        again = tune_clip(clip, PROMPT, tmp_path / "tav", TuneSettings(**FAST), model="tiny", work_dir=work, progress=False)
+    assert not marker.exists()
+    assert again["resumed_from_step"] is None and again["loss"]["per_step"] == info["loss"]["per_step"]
+    assert len([w for w in caught if "tuning checkpoint" in str(w.message)]) == 1
+
+
+def test_a_tuning_checkpoint_round_trips_and_a_garbled_one_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from longedit.tune.trainer import Checkpoints, Progress
+
+    weight = torch.nn.Parameter(torch.randn(3, 2, generator=torch.Generator().manual_seed(0)))
+    optimizer = torch.optim.AdamW([weight], lr=0.1)
+    weight.grad = torch.ones_like(weight)
+    optimizer.step()
+    accelerator = SimpleNamespace(scaler=None)
+    saved = Checkpoints(tmp_path, "fp", {"w": weight}, deepspeed=False)
+    saved.save(accelerator, optimizer, Progress(step=3, losses=[0.5, 0.25, 0.125], train_s=1.5))
+
+    fresh = torch.nn.Parameter(torch.zeros(3, 2))
+    other = torch.optim.AdamW([fresh], lr=0.1)
+    restored = Checkpoints(tmp_path, "fp", {"w": fresh}, deepspeed=False).restore(accelerator, other)
+    assert (restored.step, restored.losses, restored.resumed_from) == (3, [0.5, 0.25, 0.125], 3)
+    assert torch.equal(fresh, weight) and torch.equal(other.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+
+    record = torch.load(tmp_path / STATE_NAME, weights_only=True)
+    record["state"]["params"]["w"] = torch.zeros(3, 2)  # overwritten weights, still a loadable file
+    torch.save(record, tmp_path / STATE_NAME)
+    untouched = torch.nn.Parameter(torch.full((3, 2), 7.0))
+    with pytest.warns(UserWarning, match="do not match its checksum"):
+        progress = Checkpoints(tmp_path, "fp", {"w": untouched}, deepspeed=False).restore(accelerator, torch.optim.AdamW([untouched]))
+    assert progress.step == 0 and torch.equal(untouched, torch.full((3, 2), 7.0))
+
+
 def test_the_identity_init_lets_no_frame_see_another_through_the_temporal_layers():
     from longedit.backbones.tuneavideo import TemporalAttention
 

@@ -232,6 +232,7 @@ def test_raw_stream_without_timestamps_is_counted_by_decoding(tmp_path):
         container.mux(stream.encode(None))
     info = probe(raw)
     assert (info.frames, info.fps, info.is_vfr) == (30, 25, False)
+    assert info.completeness_note == "'raw.h264': its container (h264) declares no length, so a file cut short (e.g. an unfinished copy) cannot be detected"
     full = list(iter_frames(raw))
     part = list(iter_frames(raw, start=10, end=20))
     assert len(full) == 30 and all(np.array_equal(a, b) for a, b in zip(full[10:20], part, strict=True))
@@ -327,6 +328,52 @@ def test_corrupt_truncated_and_empty_files(long_clip, tmp_path):
         assert_one_line(error, name, "not a readable video file")
         with pytest.raises(UserError):
             next(iter_frames(tmp_path / name))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".webm"])
+def test_a_file_cut_at_half_its_bytes_is_refused_not_read_as_a_short_video(clip_factory, tmp_path, suffix):
+    """Issue 22: a half-copied file whose header survived (moov first, or Matroska) opened and decoded its
+    first part: it was edited to 17 of 80 frames with exit 0. Its header or index declares more."""
+    source = clip_factory("src.mkv", frames=48, width=64, height=48)
+    whole = rewrite(source.path, tmp_path / f"whole{suffix}")  # the writer puts the header first (+faststart)
+    assert (whole.frames, whole.completeness_note) == (48, None)
+    data = whole.path.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError) as error:
+        probe(cut)
+    assert_one_line(error, f"video '{cut}' is cut short", "frames are there", "copy or download it again")
+    if suffix in (".mp4", ".mov"):
+        assert "its index points past the end of the file" in str(error.value) and " of 48 frames" in str(error.value)
+    else:
+        assert "its header declares 2.00 s but the file ends at" in str(error.value)
+
+
+def test_audio_that_outlasts_the_video_is_not_taken_for_a_cut(clip_factory, tmp_path):
+    clip = clip_factory("v.mkv", frames=12, width=64, height=48)
+    tone = make_tone(tmp_path / "tone.mkv", duration_s=2.0)
+    with av.open(str(clip.path)) as video_in, av.open(str(tone), "r") as audio_in, av.open(str(tmp_path / "long.mkv"), "w") as out:
+        video = out.add_stream_from_template(video_in.streams.video[0])
+        audio = out.add_stream_from_template(audio_in.streams.audio[0])
+        for packet in video_in.demux(video_in.streams.video[0]):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+        for packet in audio_in.demux(audio_in.streams.audio[0]):
+            if packet.size:
+                packet.stream = audio
+                out.mux(packet)
+    info = probe(tmp_path / "long.mkv")
+    assert info.frames == 12 and info.completeness_note is None
+
+
+def test_strict_decoding_refuses_a_file_that_decodes_fewer_frames_than_promised(clip_factory):
+    clip = clip_factory(frames=6, width=64, height=48)
+    assert len(list(iter_frames(clip.path, end=6, strict=True))) == 6
+    assert len(list(iter_frames(clip.path, end=9))) == 6  # not strict: `end` is only a bound
+    with pytest.raises(UserError) as error:
+        list(iter_frames(clip.path, end=9, strict=True))
+    assert_one_line(error, "is damaged: only 6 of its 9 frames decode")
 
 
 def test_audio_only_and_zero_frame_files(tmp_path):

@@ -58,7 +58,7 @@ def prepare(job: EditJob, work_dir: Path | None = None) -> Prepared:
 
     check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
     check_attention_pictures(job, objects)
-    notices = []
+    notices = [info.completeness_note] if info.completeness_note else []  # e.g. a raw stream: not checkable
     if job.window is not None and job.window > info.frames:
         notices.append(f"window {job.window} > {info.frames} frames: using one window of {info.frames}")
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:

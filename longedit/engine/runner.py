@@ -72,7 +72,7 @@ def run_stages(
     if tuned is not None or backbone is None:
         backbone = load_backbone(tuned or job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
     words, settings = resolve_words(backbone.tokenizer, job, prepared), loop_settings(job, device)
-    state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
+    state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info), prepared.notices)
     resumed_from = None if state is None else {"phase": state.phase, "step": state.step}
     source_frames = prepared.info.frames
     prepared, windows, window_plan = plan_run(job, prepared, backbone, words, settings, state)

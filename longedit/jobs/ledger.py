@@ -14,6 +14,10 @@ Tables:
 
 `attempts` counts runs that started and did not end in a clean interruption: a worker killed with
 kill -9 counts (the job may be what kills it), a SIGTERM that checkpointed cleanly does not.
+
+A damaged ledger (not a database, or a malformed one) is a one-line `UserError` naming the file and the
+fix, not a traceback. `read_only=True` (`longedit status`) never creates the file or its tables and runs
+with `query_only`: a zero-byte or table-less ledger reads as holding no jobs and stays as it is.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from longedit.errors import UserError
 
 STATES = ("queued", "running", "done", "failed", "interrupted")
 
@@ -64,6 +70,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
 """
 
+_DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_FOREIGN_SCHEMA = ("no such column", "no such table", "table jobs has no column")  # a SQLite file, not our ledger
+
 _JOB_COLUMNS = (
     "name job_file folder input output owner queued_at started_at finished_at run_seconds step total "
     "peak_rss_mb peak_vram_mb error report"
@@ -71,24 +80,54 @@ _JOB_COLUMNS = (
 
 
 class Ledger:
-    """Read and write the ledger at `path` (created on first use)."""
+    """Read and write the ledger at `path` (created on first use); `read_only`: never write to it."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+        self.read_only = read_only
+        if not read_only:
+            with self._connect() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            if self.read_only:  # never created; SQLite's mode=ro would leave WAL side files behind it cannot remove
+                uri = f"{self.path.absolute().as_uri()}?mode=rw"
+                conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+            else:
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        except sqlite3.Error as error:
+            raise UserError(f"cannot open the ledger '{self.path}' ({error})", "check that it exists and is readable") from error
         conn.row_factory = sqlite3.Row
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            if self.read_only:
+                conn.execute("PRAGMA query_only=ON")  # any write statement fails
             yield conn
+        except sqlite3.DatabaseError as error:
+            damaged = (getattr(error, "sqlite_errorcode", 0) & 0xFF) in _DAMAGED_CODES
+            if damaged or str(error).startswith(_FOREIGN_SCHEMA):
+                raise self._damaged(error) from error
+            raise
         finally:
             conn.close()
+
+    def _damaged(self, error: sqlite3.Error) -> UserError:
+        """The one-line error for a ledger SQLite cannot use: which file, and how to start a new one."""
+        return UserError(
+            f"the ledger '{self.path}' is damaged or not a ledger ({error})",
+            f"move it aside (e.g. `mv {self.path} {self.path}.damaged`) and start `longedit watch` again: it starts a "
+            "new ledger and finds the jobs in the folders",
+        )
+
+    def _readable(self, conn: sqlite3.Connection) -> bool:
+        """False for a read-only ledger without tables yet (zero bytes, or created but never written)."""
+        if not self.read_only:
+            return True
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone() is not None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -178,18 +217,20 @@ class Ledger:
     def job(self, job_id: str) -> dict[str, Any] | None:
         """The job row as a dict (None if unknown)."""
         with self._connect() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone() if self._readable(conn) else None
         return _row(row) if row else None
 
     def jobs(self) -> list[dict[str, Any]]:
         """All jobs, oldest first."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM jobs ORDER BY queued_at, id").fetchall()
+            rows = conn.execute("SELECT * FROM jobs ORDER BY queued_at, id").fetchall() if self._readable(conn) else []
         return [_row(r) for r in rows]
 
     def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
         """Transitions in order, of one job or of all."""
         with self._connect() as conn:
+            if not self._readable(conn):
+                return []
             if job_id is None:
                 rows = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
             else:

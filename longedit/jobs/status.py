@@ -18,7 +18,7 @@ from longedit.jobs.claim import read_latest
 from longedit.jobs.ledger import Ledger
 from longedit.jobs.scanner import InboxScanner
 from longedit.jobs.spool import WORK_NAME, Spool
-from longedit.progress import format_duration, read_progress_file, remaining_eta
+from longedit.progress import PROGRESS_NAME, format_duration, load_progress_file, remaining_eta
 
 ORDER = ("queued", "running", "interrupted", "done", "failed")
 
@@ -28,7 +28,7 @@ def collect_status(root: Path, *, stale_after: float = 120.0) -> dict[str, Any]:
     spool = Spool(Path(root))
     if not spool.ledger_path.exists() and not spool.inbox.is_dir():
         raise UserError(f"'{root}' is not a watched folder (no inbox/ or ledger.sqlite)", "run `longedit watch DIR` first")
-    rows = Ledger(spool.ledger_path).jobs() if spool.ledger_path.exists() else []
+    rows = Ledger(spool.ledger_path, read_only=True).jobs() if spool.ledger_path.exists() else []  # status never writes
     now = time.time()
     jobs: list[dict[str, Any]] = []
     scanner = InboxScanner(spool, probe=lambda path: None)
@@ -66,8 +66,12 @@ def collect_status(root: Path, *, stale_after: float = 120.0) -> dict[str, Any]:
 
 
 def _live_progress(work_dir: Path, now: float) -> dict[str, Any]:
-    """`progress` (share of the whole job done), `phase`, `eta_s` and `preview` of a running job, if it wrote them."""
-    data = read_progress_file(work_dir)
+    """`progress` (share of the whole job done), `phase`, `eta_s` and `preview` of a running job, if it wrote
+    them; an unreadable `progress.json` gives only a `note` saying so (the ledger's step/total is shown)."""
+    try:
+        data = load_progress_file(work_dir)
+    except ValueError as error:
+        return {"note": f"its {PROGRESS_NAME} is unreadable ({error}); showing the ledger's progress"}
     if data is None:
         return {}
     return {"progress": data["fraction"], "phase": data.get("phase"), "eta_s": remaining_eta(data, now),

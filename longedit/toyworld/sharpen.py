@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     vae.eval().requires_grad_(False)
     state_path, pool_path, loss_path = args.work / "state.pt", args.work / "pool.pt", args.work / "loss.jsonl"
     if pool_path.exists():
-        pool = torch.load(pool_path, weights_only=False)
+        pool = torch.load(pool_path, weights_only=True)
     else:
         pool = build_pool(vae, args.scenes, args.wild, size, args.object_weight)
         torch.save(pool, pool_path)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     optim = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.0)
     step, elapsed = 0, 0.0
     if state_path.exists():
-        saved = torch.load(state_path, weights_only=False)
+        saved = torch.load(state_path, weights_only=True)
         decoder.load_state_dict(saved["decoder"])
         optim.load_state_dict(saved["optim"])
         step, elapsed = saved["step"], saved["elapsed"]

@@ -98,7 +98,7 @@ class Trainer:
     def load(self) -> None:
         if not self.state_path.exists():
             return
-        saved = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
         self.state = saved["state"]
         self.vae.load_state_dict(saved["vae"])
         if self.state["stage"] in ("unet", "done"):  # untouched (fresh init) before the UNet stage
@@ -215,7 +215,7 @@ class Trainer:
     @torch.no_grad()
     def cache_latents(self) -> None:
         cfg, size = self.config["data"], self.config["size"]
-        cache = torch.load(self.data_path, weights_only=False) if self.data_path.exists() else {"latents": [], "captions": []}
+        cache = torch.load(self.data_path, weights_only=True) if self.data_path.exists() else {"latents": [], "captions": []}
         rng = np.random.default_rng(self.config["seed"] + 3)
         done = sum(len(c) for c in cache["latents"])
         scenes = [sample_scene(rng, size) for _ in range(cfg["scenes"])]  # same sequence on resume
@@ -262,7 +262,7 @@ class Trainer:
 
     def train_unet(self, steps: int) -> None:
         cfg = self.config["unet"]
-        cache = torch.load(self.data_path, weights_only=False)
+        cache = torch.load(self.data_path, weights_only=True)
         latents = torch.cat(cache["latents"]).float() * self.state["scaling_factor"]
         ids = self._token_ids(cache["captions"])
         empty = self._token_ids([""])[0]

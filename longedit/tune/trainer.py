@@ -10,7 +10,9 @@ text encoder run once (`longedit.tune.clip`), and a window is anywhere in the cl
 
 Every step draws its window, posterior sample, noise and timestep from a generator seeded by
 (seed, step), so a run resumed from a checkpoint (`work_dir/tune-state.pt`, written atomically every
-`checkpoint_every` steps and when stopped) is bit-identical on CPU to one that never stopped.
+`checkpoint_every` steps and when stopped) is bit-identical on CPU to one that never stopped. The
+checkpoint holds tensors and plain values only, with a checksum (`longedit.statefile`): the tuning cache
+is shared, and a planted or damaged file there is ignored with one warning line, never unpickled.
 
 The result is a Tune-A-Video model folder (`longedit.backbones.tuneavideo.save_tuneavideo_folder`: the
 base's VAE, text encoder, tokenizer and scheduler, the tuned UNet in TAV's layout) plus `tune_info.json`
@@ -24,6 +26,7 @@ import json
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from longedit.atomic import atomic_folder, atomic_write, write_json
+from longedit.atomic import atomic_folder, write_json
 from longedit.config import TuneSettings
 from longedit.errors import JobInterrupted, UserError
+from longedit.statefile import load_state, save_state
 from longedit.tune.clip import ClipPosterior, WindowPlan, encode_clip
 from longedit.tune.optim import (
     MAX_GRAD_NORM,
@@ -179,15 +183,18 @@ class Checkpoints:
             state["params"] = {name: p.detach().cpu().clone() for name, p in self.params.items()}
             state["optimizer"] = optimizer.state_dict()
             state["scaler"] = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-        with atomic_write(self.path, "wb", what="the tuning checkpoint") as handle:
-            torch.save(state, handle)
+        save_state(self.path, state, what="the tuning checkpoint")
 
     def restore(self, accelerator, optimizer) -> Progress:
-        """The saved progress (weights and optimizer restored), or a fresh one when there is none for this run."""
-        if not self.path.is_file():
+        """The saved progress (weights and optimizer restored), or a fresh one when there is none for this run
+        (or it is unusable: old format, planted, torn or damaged, said in one warning line by `load_state`)."""
+        state = load_state(self.path, what="the tuning checkpoint")
+        if state is None or state.get("fingerprint") != self.fingerprint:
             return Progress()
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != self.fingerprint:
+        saved = state.get("params") if isinstance(state.get("params"), dict) else {}
+        counts = type(state.get("step")) is int and isinstance(state.get("losses"), list)
+        if not counts or (not self.deepspeed and any(getattr(saved.get(n), "shape", None) != p.shape for n, p in self.params.items())):
+            warnings.warn(f"ignoring the tuning checkpoint '{self.path}': its step or weights do not fit this run; starting afresh")
             return Progress()
         if self.deepspeed:
             accelerator.load_state(str(self.work / DEEPSPEED_STATE))

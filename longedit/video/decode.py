@@ -86,7 +86,9 @@ def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation=_RESIZE_INTERPOLATION)
 
 
-def _iter_pyav(path: Path, size: tuple[int, int] | None, start: int, end: int | None) -> Iterator[np.ndarray]:
+def _iter_pyav(
+    path: Path, size: tuple[int, int] | None, start: int, end: int | None, strict: bool = False
+) -> Iterator[np.ndarray]:
     """The PyAV decode loop behind `iter_frames`."""
     index = start
     for frame in _frames_from(path, start):
@@ -94,9 +96,21 @@ def _iter_pyav(path: Path, size: tuple[int, int] | None, start: int, end: int | 
             return
         yield _to_rgb(frame, size)
         index += 1
+    if strict and end is not None and index < end:
+        raise _short_decode(path, index, end)
 
 
-def _iter_decord(path: Path, size: tuple[int, int] | None, start: int, end: int | None) -> Iterator[np.ndarray]:
+def _short_decode(path: Path, decoded: int, expected: int) -> UserError:
+    """The error for a file whose packets promise more frames than decode (damaged data, a cut-short tail)."""
+    return UserError(
+        f"video '{path}' is damaged: only {decoded} of its {expected} frames decode",
+        "copy or download it again, or re-encode it, e.g. `ffmpeg -i in out.mp4`",
+    )
+
+
+def _iter_decord(
+    path: Path, size: tuple[int, int] | None, start: int, end: int | None, strict: bool = False
+) -> Iterator[np.ndarray]:
     """The decord decode loop behind `iter_frames(backend="decord")` (decord resizes while decoding)."""
     import decord  # noqa: PLC0415 - optional extra, checked by the caller
 
@@ -108,6 +122,8 @@ def _iter_decord(path: Path, size: tuple[int, int] | None, start: int, end: int 
     stop = len(reader) if end is None else min(end, len(reader))
     for index in range(start, stop):
         yield reader[index].asnumpy()
+    if strict and end is not None and stop < end:
+        raise _short_decode(path, stop, end)
 
 
 def _check_range(start: int, end: int | None) -> None:
@@ -144,19 +160,22 @@ def iter_frames(
     start: int = 0,
     end: int | None = None,
     backend: str = "auto",
+    strict: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield frames [start, end) as HxWx3 uint8 RGB, decoded lazily one at a time.
 
     `size` is (width, height). Arguments and the file's existence are checked now; the file is opened on
     the first `next()`. A `start` > 0 seeks to the keyframe before it rather than decoding from frame 0.
+    `strict`: fewer than `end - start` frames is a UserError after the last one (`end` from `probe`: the
+    file's packets promised frames that do not decode).
     """
     path = _check_input_file(path)
     _check_range(start, end)
     _check_size(size)
     size = None if size is None else (int(size[0]), int(size[1]))
     if _pick_backend(backend) == "decord":
-        return _iter_decord(path, size, start, end)
-    return _iter_pyav(path, size, start, end)
+        return _iter_decord(path, size, start, end, strict)
+    return _iter_pyav(path, size, start, end, strict)
 
 
 def processing_size(width: int, height: int, short_side: int = 512) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 
 from longedit.errors import UserError
+from longedit.video.complete import check_complete
 
 _VFR_TOLERANCE_S = 1e-3  # timestamps further than this from an even grid make a clip VFR
 _STANDARD_RATES = tuple(Fraction(n, 1001) for n in (24000, 30000, 48000, 60000, 120000))
@@ -34,6 +35,7 @@ class VideoInfo:
     timestamps: tuple[float, ...]
     has_audio: bool
     codec: str
+    completeness_note: str | None = None  # why the file could not be checked for being cut short (`complete`)
 
     @property
     def is_vfr(self) -> bool:
@@ -175,7 +177,8 @@ def probe(path: str | Path) -> VideoInfo:
     """Read size, exact frame count, rate and per-frame timestamps of a video without decoding it all.
 
     Frames are counted from the demuxed packets (stream.frames is unreliable or zero in many containers)
-    and the first frame is decoded to prove the file is readable.
+    and the first frame is decoded to prove the file is readable. A file cut short (its header or index
+    declares more than it holds) is a UserError (`longedit.video.complete`).
     """
     path = _check_input_file(path)
     with _open_input(path) as container:  # each pass opens the file afresh: raw streams cannot seek
@@ -191,6 +194,7 @@ def probe(path: str | Path) -> VideoInfo:
         stream = _video_stream(container, path)
         first = _first_frame(container, stream, path)
         fps, duration = _rate_and_duration(pts, last_duration, stream)
+        note = check_complete(path, container, stream, pts, last_duration, fps, lambda: _open_input(path))
         return VideoInfo(
             path=path,
             width=first.width,
@@ -201,6 +205,7 @@ def probe(path: str | Path) -> VideoInfo:
             timestamps=tuple(float((p - pts[0]) * stream.time_base) for p in pts),
             has_audio=bool(container.streams.audio),
             codec=stream.codec_context.name,
+            completeness_note=note,
         )
 
 
