@@ -36,9 +36,11 @@ from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
 from longedit.progress import PROGRESS_NAME, JobProgress, Phase
+from longedit.source_range import check_range_options, media_notices, media_report, objects_in_range, validate_in_source
 from longedit.video import (
-    VideoInfo, VideoWriter, check_output_path, crop_note, even_size, iter_frames, probe, processing_size,
+    VideoInfo, VideoWriter, check_output_path, crop_note, even_size, iter_frames, open_source, open_writer, processing_size,
 )
+from longedit.video.frame_folder import check_output
 from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
 
@@ -66,8 +68,8 @@ def _check_prompts(job: EditJob) -> None:
 def prepare(job: EditJob) -> Prepared:
     """Check input, output and regions against the video; no model is loaded."""
     _check_prompts(job)
-    info = probe(job.input)
-    check_output_path(Path(job.output), Path(job.input))
+    info = open_source(job.input, job.start, job.end, job.every, job.fps)
+    output_format = check_output(job.output, job.input, job.codec, job.pix_fmt, job.crf)
     if job.report is not None:
         report_dir = Path(job.report).expanduser().resolve().parent
         if not report_dir.is_dir() or not os.access(report_dir, os.W_OK):
@@ -80,7 +82,9 @@ def prepare(job: EditJob) -> Prepared:
         check_request(job.tune, resolve_device(job.device))
     _check_cache(job)
     objects = job.resolved_objects()
-    validate_objects(objects, info.width, info.height, info.frames)
+    validate_in_source(objects, info)  # keyframes are source frames; boxes displayed (upright) pixels
+    objects = objects_in_range(objects, info)
+    check_range_options(job, info)
     for obj in objects:
         if obj.masks is not None and not Path(obj.masks).is_dir():
             raise UserError(f"mask folder '{obj.masks}' for '{obj.word}' does not exist", "give --masks DIR holding DIR/WORD/000000.png ...")
@@ -88,7 +92,7 @@ def prepare(job: EditJob) -> Prepared:
 
     check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
     check_attention_pictures(job, objects)
-    notices = []
+    notices = media_notices(info, output_format)
     if job.window is not None and job.window > info.frames:
         notices.append(f"window {job.window} > {info.frames} frames: using one window of {info.frames}")
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
@@ -195,7 +199,7 @@ def encode_video(
             latents.append((vae.encode(pixels).latent_dist.mean * scale).float().cpu())
         chunk.clear()
 
-    for frame in iter_frames(info.path, size=size, end=info.frames):
+    for frame in iter_frames(info, size=size, end=info.frames):
         chunk.append(frame)
         if len(chunk) == VAE_CHUNK:
             flush()
@@ -234,10 +238,11 @@ def write_video(
     """
     out_size = size if job.keep_size else (info.width, info.height)
     paste = masks is not None and job.use_background_paste
-    sources = iter_frames(info.path, size=out_size, end=info.frames) if paste else None
+    sources = iter_frames(info, size=out_size, end=info.frames) if paste else None
     meter = BackgroundMeter()
-    with VideoWriter(
+    with open_writer(
         job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path,
+        codec=job.codec, pix_fmt=job.pix_fmt, crf=job.crf,
         warn_crop=False,  # the report and the summary line say it (`output_cropped`)
     ) as writer:
         for index, frame in enumerate(decode_latents(backbone, latents)):
@@ -256,11 +261,11 @@ def write_video(
             "written_background": "exact: the source's decoded pixels outside the regions and their feather"}
 
 
-def _mask_reader(obj_folder: Path, word: str, frames: int, size: tuple[int, int]):
+def _mask_reader(obj_folder: Path, word: str, frames: int, size: tuple[int, int], info: VideoInfo):
     from longedit.segmentation import load_mask_folder
 
     # `obj.masks` is DIR/WORD already; the folder reader takes DIR and WORD.
-    return load_mask_folder(Path(obj_folder).parent, Path(obj_folder).name, frames, size)
+    return load_mask_folder(Path(obj_folder).parent, Path(obj_folder).name, frames, size, info.first_frame, info.every)
 
 
 def build_masks(
@@ -277,14 +282,14 @@ def build_masks(
         from longedit.segmentation import track_masks
 
         tracker = track_masks(
-            info.path, tracked, model=job.sam2_model, out_size=size, device=job.device, dilate=0,
+            info, tracked, model=job.sam2_model, out_size=size, device=job.device, dilate=0,
             box_masks=job.box_masks, min_area=job.min_area, local_files_only=job.local_files_only, progress=False,
         )
         tracker = _counted(tracker, advance)
     source_size = (info.width, info.height)
     return build_object_masks(
         objects, info.frames, source_size, grid, dilate_px=job.mask_dilate,
-        folder_reader=lambda folder, word, frames: _mask_reader(folder, word, frames, size), tracker=tracker,
+        folder_reader=lambda folder, word, frames: _mask_reader(folder, word, frames, size, info), tracker=tracker,
     )
 
 
@@ -303,7 +308,7 @@ def job_fingerprint(job: EditJob, info: VideoInfo) -> str:
         mode="json",
         exclude={
             "output", "report", "checkpoint_every", "eval", "paste_background", "feather", "attention_video",
-            "attention_strips", *CACHE_FIELDS,
+            "attention_strips", "codec", "pix_fmt", "crf", *CACHE_FIELDS,
         },
     )
     return checkpoint.job_fingerprint(settings, Path(job.input), info.frames)
@@ -691,7 +696,7 @@ def draw_attention_pictures(job: EditJob, prepared: Prepared, store, masks, word
 
     tracker.start("pictures")
     shown = attention_pictures.render(
-        store, iter_frames(info.path, size=size, end=info.frames), None if masks is None else masks.latent,
+        store, iter_frames(info, size=size, end=info.frames), None if masks is None else masks.latent,
         [w.word for w in words], writer_for if video is not None else None, strips, lambda: tracker.advance("pictures"),
     )
     tracker.finish("pictures")
@@ -715,7 +720,7 @@ def shared_inversion(
     clock = time.perf_counter()
     prompt = "" if job.effective_inversion_prompt == "empty" else job.source_prompt
     parts = key_parts(
-        video=prepared.info.path, processed_size=prepared.processed_size, frames=prepared.info.frames,
+        video=prepared.info, processed_size=prepared.processed_size, frames=prepared.info.frames,
         backbone=backbone, editor=editor, windows=state.windows, inversion_prompt=prompt, trajectory=trajectory,
     )
     state.timing["cache_key_s"] = time.perf_counter() - clock
@@ -834,6 +839,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "output_size": list(size if job.keep_size else even_size(info.width, info.height)),
         "output_cropped": None if job.keep_size else crop_note(info.width, info.height),
         "audio": info.has_audio,
+        **media_report(job, info),
         "windows": [list(w) for w in windows],
         "window": {"length": windows[0][1] - windows[0][0], "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None, "reason": state.window_plan.reason, "planner": state.window_plan.to_report()},
         "device": str(backbone.device),

@@ -101,23 +101,24 @@ def check_mask_folders(objects, width: int, height: int) -> None:
 
 
 def load_mask_folder(
-    folder: str | Path, word: str, frames: int, out_size: tuple[int, int] | None = None
+    folder: str | Path, word: str, frames: int, out_size: tuple[int, int] | None = None, first: int = 0, every: int = 1
 ) -> Iterator[np.ndarray]:
     """Yield `frames` bool [H, W] masks read from `folder/word/%06d.png` (pixels > 127 are the object).
 
     With `out_size` (width, height) each mask is resized (nearest) to it. The folder is checked now;
-    a missing frame raises UserError when it is reached, naming the file.
+    a missing frame raises UserError when it is reached, naming the file. Files are numbered by source
+    frame: an edit of a range reads source frames `first`, `first + every`, ... (`longedit.source_range`).
     """
     source = _word_folder(Path(folder), word)
-    if not (source / FRAME_NAME.format(0)).is_file():
+    if not (source / FRAME_NAME.format(first)).is_file():
         raise UserError(
-            f"mask folder '{source}' has no {FRAME_NAME.format(0)}", "masks are named 000000.png, 000001.png, ..."
+            f"mask folder '{source}' has no {FRAME_NAME.format(first)}", "masks are named by source frame: 000000.png, 000001.png, ..."
         )
-    return _read_masks(source, frames, out_size)
+    return _read_masks(source, frames, out_size, first, every)
 
 
-def _read_masks(source: Path, frames: int, out_size: tuple[int, int] | None) -> Iterator[np.ndarray]:
-    for index in range(frames):
+def _read_masks(source: Path, frames: int, out_size: tuple[int, int] | None, first: int = 0, every: int = 1) -> Iterator[np.ndarray]:
+    for index in range(first, first + frames * every, every):
         path = source / FRAME_NAME.format(index)
         if not path.is_file():
             raise UserError(

@@ -23,7 +23,7 @@ from longedit.atomic import disk_error
 from longedit.errors import UserError
 from longedit.video.audio import AudioPump, can_stream_copy, has_audio
 from longedit.video.codecs import OutputFormat, output_format
-from longedit.video.encode import VideoWriter, crop_note, even_size
+from longedit.video.encode import VideoWriter, _same_file, check_output_path, crop_note, even_size
 
 FRAME_NAME = "{:06d}.png"
 TIMING_NAME = "timing.json"
@@ -181,3 +181,21 @@ def open_writer(
         return FrameFolderWriter(path, width, height, fps, timestamps, audio_source, warn_crop)
     return VideoWriter(path, width, height, fps, timestamps=timestamps, audio_source=audio_source, crf=crf,
                        codec=codec, pix_fmt=pix_fmt, warn_crop=warn_crop)
+
+
+def check_output(
+    output: str | Path, input: str | Path, codec: str | None = None, pix_fmt: str | None = None,  # noqa: A002
+    crf: int | None = None,
+) -> OutputFormat:
+    """The checked output format of a job's output (a video file, or a frame folder for `codec='png'`):
+    a one-line UserError for an output that is the input, cannot be written, or a codec/container/pixel
+    format/CRF that do not go together."""
+    output, input = Path(output), Path(input)
+    fmt = output_format(output, codec, pix_fmt, crf)
+    if not fmt.folder:
+        check_output_path(output, input)
+        return fmt
+    if _same_file(output, input) or input.resolve().is_relative_to(output.resolve()):
+        raise UserError(f"output '{output}' is (or holds) the input", "write the frames to a new folder; the input is never overwritten")
+    check_frame_folder(output)
+    return fmt
