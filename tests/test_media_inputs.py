@@ -180,3 +180,14 @@ def test_a_rotated_video_is_edited_upright_with_boxes_in_displayed_pixels(tmp_pa
         assert (frame.width, frame.height, frame.rotation) == (32, 64, 0)  # written upright, no matrix left
     upright = next(iter_frames(out))
     assert upright[:6].mean() > 200 and upright[10:36].mean() < 100  # the white band still on top
+
+
+def test_job_files_read_times_as_times_not_base_60_numbers(tmp_path):
+    from longedit.jobs.jobfile import load_job
+
+    job_file = tmp_path / "shot.yaml"
+    job_file.write_text("input: clip.mp4\nsource_prompt: a cat\nprompt: a dog\nmodel: tiny\n"
+                        "start: 1:02\nend: 00:01:10.5\nevery: 2\ncodec: prores\npix_fmt: yuv444p10le\n")
+    job = load_job(job_file)
+    assert (job.start, job.end, job.every, job.codec, job.pix_fmt) == ("1:02", "00:01:10.5", 2, "prores", "yuv444p10le")
+    assert parse_position(job.start, "start") == 62.0 and parse_position(job.end, "end") == 70.5
