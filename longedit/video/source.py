@@ -87,17 +87,21 @@ def probe_frames(path: Path, fps: Fraction | None) -> VideoInfo:
     )
 
 
-def cut(info: VideoInfo, start: int | float | None, end: int | float | None, every: int) -> VideoInfo:
-    """`info` cut to source frames [start, end) taking every `every`-th; its frames/timestamps/rate are the range's."""
+def cut(
+    info: VideoInfo, start: int | float | None, end: int | float | None, every: int, shown: tuple = (None, None)
+) -> VideoInfo:
+    """`info` cut to source frames [start, end) taking every `every`-th; its frames/timestamps/rate are the range's.
+    `shown`: start and end as the user wrote them, for the messages."""
+    start_text, end_text = (shown[0] or start), (shown[1] or end)
     if every < 1:
         raise UserError(f"--every {every} is below 1", "give --every 1 (every frame), 2 (every other), ...")
     first = _frame_index(start, info.timestamps) if start is not None else 0
     stop = min(_frame_index(end, info.timestamps), info.frames) if end is not None else info.frames
     if first >= info.frames:
-        raise UserError(f"--start {start} is at or past the end of the video ({info.frames} frames, {info.duration_s:.3f} s)",
+        raise UserError(f"--start {start_text} is at or past the end of the video ({info.frames} frames, {info.duration_s:.3f} s)",
                         f"give a start below frame {info.frames}")
     if stop <= first:
-        raise UserError(f"--start {start} is not before --end {end}", "give a start before the end (the end is exclusive)")
+        raise UserError(f"--start {start_text} is not before --end {end_text}", "give a start before the end (the end is exclusive)")
     if first == 0 and stop == info.frames and every == 1:
         return info
     picked = range(first, stop, every)
@@ -128,7 +132,7 @@ def open_source(
             raise UserError("--fps is for a folder of frames; a video has its own rate", "drop --fps (use --every N to thin the frames)")
         info = probe(path)
     info = dataclasses.replace(info, source_frames=info.frames)
-    return cut(info, start_at, end_at, every)
+    return cut(info, start_at, end_at, every, (start, end))
 
 
 def range_key(info: VideoInfo) -> dict | None:
