@@ -75,11 +75,18 @@ def probe_frames(path: Path, fps: Fraction | None) -> VideoInfo:
     files = _numbered_files(path)
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(files[0]) as first:
-            width, height, mode = first.width, first.height, first.mode
-    except (OSError, UnidentifiedImageError) as error:
-        raise UserError(f"cannot read frame '{files[0]}': {error}", "check that the frames are PNG or JPEG images") from None
+    sizes = set()
+    for file in files:  # headers only: a damaged or odd-sized frame fails now, not after the model loaded
+        try:
+            with Image.open(file) as image:
+                sizes.add(image.size)
+                mode = image.mode
+        except (OSError, UnidentifiedImageError) as error:
+            raise UserError(f"cannot read frame '{file}': {error}", "check that the frames are PNG or JPEG images") from None
+        if len(sizes) > 1:
+            raise UserError(f"frame '{file}' is {image.size[0]}x{image.size[1]}, the frames before it {files[0].name}... are not",
+                            "give frames of one size")
+    width, height = sizes.pop()
     return VideoInfo(
         path=path, width=width, height=height, frames=len(files), fps=Fraction(fps), duration_s=float(len(files) / fps),
         timestamps=tuple(float(i / fps) for i in range(len(files))), has_audio=False, codec="images",
