@@ -40,6 +40,7 @@ from longedit.source_range import check_range_options, media_notices, media_repo
 from longedit.video import (
     VideoInfo, VideoWriter, check_output_path, crop_note, even_size, iter_frames, open_source, open_writer, processing_size,
 )
+from longedit.video.codecs import output_format
 from longedit.video.frame_folder import check_output
 from longedit.windows import plan_windows
 from longedit.words import WordTokens, word_tokens
@@ -69,7 +70,7 @@ def prepare(job: EditJob) -> Prepared:
     """Check input, output and regions against the video; no model is loaded."""
     _check_prompts(job)
     info = open_source(job.input, job.start, job.end, job.every, job.fps)
-    output_format = check_output(job.output, job.input, job.codec, job.pix_fmt, job.crf)
+    out_format = check_output(job.output, job.input, job.codec, job.pix_fmt, job.crf)
     if job.report is not None:
         report_dir = Path(job.report).expanduser().resolve().parent
         if not report_dir.is_dir() or not os.access(report_dir, os.W_OK):
@@ -92,7 +93,7 @@ def prepare(job: EditJob) -> Prepared:
 
     check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
     check_attention_pictures(job, objects)
-    notices = media_notices(info, output_format)
+    notices = media_notices(info, out_format)
     if job.window is not None and job.window > info.frames:
         notices.append(f"window {job.window} > {info.frames} frames: using one window of {info.frames}")
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
@@ -122,7 +123,8 @@ def disk_needs(job: EditJob, prepared: Prepared, work_dir: Path | None) -> list[
     info, size = prepared.info, prepared.processed_size
     out_size = size if job.keep_size else even_size(info.width, info.height)
     output_folder = Path(job.output).expanduser().absolute().parent
-    needs = [DiskNeed("the output video", output_folder, diskspace.video_bytes(info.frames, out_size, info.duration_s, info.has_audio))]
+    bits = output_format(job.output, job.codec, job.pix_fmt, job.crf).bits_per_pixel  # ProRes, FFV1, PNG: bigger
+    needs = [DiskNeed("the output video", output_folder, diskspace.video_bytes(info.frames, out_size, info.duration_s, info.has_audio, bits))]
     trajectory = diskspace.latent_bytes(info.frames, size, 2) * job.steps if job.irjs and job.source_noise == "inversion" else 0
     if work_dir is not None:
         written = sum(p.stat().st_size for p in Path(work_dir).rglob("*") if p.is_file()) if Path(work_dir).is_dir() else 0

@@ -166,3 +166,14 @@ def test_png_output_of_an_edit(source, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir())[-3:] == ["000011.png", "audio.m4a", "timing.json"]
     assert json.loads((tmp_path / "r.json").read_text())["output_format"] == "png rgb24 frames"
     assert "png rgb24 frames" in capsys.readouterr().out
+
+
+def test_the_disk_check_counts_bigger_codecs_bigger(source, tmp_path):
+    from longedit.engine import disk_needs, prepare
+
+    def needed(output: str, **args) -> int:
+        job = EditJob(input=source, output=tmp_path / output, source_prompt="a", prompt="b", model="tiny", size=64, **args)
+        return disk_needs(job, prepare(job), None)[0].nbytes
+
+    h264, prores, png = needed("a.mp4"), needed("a.mov", codec="prores"), needed("frames", codec="png")
+    assert h264 < prores < png and png >= 12 * 64 * 48 * 3  # PNG: up to the raw RGB size

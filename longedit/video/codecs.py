@@ -57,6 +57,16 @@ class OutputFormat:
     options: dict[str, str]
 
     @property
+    def bits_per_pixel(self) -> float:
+        """A generous size estimate for the disk check: compressed codecs ~2 (CRF 18 takes 0.1-1), ProRes HQ
+        ~4 and 4444 ~6 (Apple's data rates), lossless FFV1 and PNG up to the raw size of their pixel format."""
+        if self.codec in ("h264", "h265", "vp9"):
+            return 2.0 * (1.5 if "10" in self.pix_fmt else 1.0)
+        if self.codec == "prores":
+            return 6.0 if "444" in self.pix_fmt else 4.0
+        return float(av.VideoFormat(self.pix_fmt).bits_per_pixel)
+
+    @property
     def folder(self) -> bool:
         return self.codec == "png"
 
