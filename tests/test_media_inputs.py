@@ -191,3 +191,17 @@ def test_job_files_read_times_as_times_not_base_60_numbers(tmp_path):
     job = load_job(job_file)
     assert (job.start, job.end, job.every, job.codec, job.pix_fmt) == ("1:02", "00:01:10.5", 2, "prores", "yuv444p10le")
     assert parse_position(job.start, "start") == 62.0 and parse_position(job.end, "end") == 70.5
+
+
+def test_masks_of_a_rotated_video_are_in_displayed_pixels(tmp_path):
+    from longedit.config import EditJob
+    from longedit.engine import prepare
+
+    source = rotated_clip(tmp_path / "phone.mp4", -90)
+    for name, size in (("upright", (32, 64)), ("stored", (64, 32))):
+        (tmp_path / name / "duck").mkdir(parents=True)
+        Image.fromarray(np.zeros(size[::-1], np.uint8)).save(tmp_path / name / "duck" / "000000.png")
+    job = {"input": source, "output": tmp_path / "o.mp4", "source_prompt": "a cat", "prompt": "a duck", "model": "tiny"}
+    prepare(EditJob(**job, objects=[{"word": "duck", "masks": tmp_path / "upright" / "duck"}]))
+    with pytest.raises(UserError, match="are 64x32 but the video is 32x64"):
+        prepare(EditJob(**job, objects=[{"word": "duck", "masks": tmp_path / "stored" / "duck"}]))

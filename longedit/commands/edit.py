@@ -121,9 +121,9 @@ def edit(
     output: Annotated[Path, typer.Option("--output", "-o", help="Edited video (written to a temp name, renamed when done).")],
     source_prompt: Annotated[str, typer.Option(help="Describes the source video, e.g. 'a man talking on a phone in a car'.")],
     prompt: Annotated[str, typer.Option(help="The edited prompt, e.g. 'a robot talking on a phone in a car'.")],
-    object: Annotated[Optional[list[str]], typer.Option("--object", help="WORD=x0,y0,x1,y1 box in source pixels as displayed (a rotated phone video: upright) for a word of --prompt; repeat with @FRAME for keyframes (FRAME counts the edited frames: 0 is the frame at --start), or for more objects.")] = None,
+    object: Annotated[Optional[list[str]], typer.Option("--object", help="WORD=x0,y0,x1,y1 box in source pixels as displayed (a rotated phone video: upright) for a word of --prompt; repeat with @FRAME for keyframes (FRAME is a source frame number, as for --start), or for more objects.")] = None,
     
-    masks: Annotated[Optional[Path], typer.Option(help="Folder of masks: DIR/WORD/000000.png per edited frame (from `longedit masks`), upright as displayed.")] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Folder of masks: DIR/WORD/000000.png per source frame (from `longedit masks`; a range reads its own frames' files), upright as displayed.")] = None,
     track: Annotated[Optional[str], typer.Option(help="'sam2': track each --object box through the video with SAM2.")] = None,
     sam2_model: Annotated[Optional[str], typer.Option(help="SAM2 hub id or folder ('tiny' for a random smoke-test tracker).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Diffusers SD folder or hub id [env LONGEDIT_MODEL, else SD 1.5]; 'tiny' = random built-in model.")] = None,
