@@ -32,7 +32,7 @@ from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
 from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
 from longedit.errors import JobInterrupted, UserError
 from longedit.inversion_cache import InversionCache, SharedInversion, cache_key, key_parts
-from longedit.masks import ObjectMasks, build_object_masks, validate_objects
+from longedit.masks import ObjectMasks, build_object_masks
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
 from longedit.progress import PROGRESS_NAME, JobProgress, Phase
