@@ -91,7 +91,7 @@ def prepare(job: EditJob) -> Prepared:
             raise UserError(f"mask folder '{obj.masks}' for '{obj.word}' does not exist", "give --masks DIR holding DIR/WORD/000000.png ...")
     from longedit.segmentation.mask_folder import check_mask_folders
 
-    check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
+    check_mask_folders(objects, info.width, info.height, info.first_frame)  # another aspect ratio fails; another size is scaled
     check_attention_pictures(job, objects)
     notices = media_notices(info, out_format)
     if job.window is not None and job.window > info.frames:

@@ -205,3 +205,18 @@ def test_masks_of_a_rotated_video_are_in_displayed_pixels(tmp_path):
     prepare(EditJob(**job, objects=[{"word": "duck", "masks": tmp_path / "upright" / "duck"}]))
     with pytest.raises(UserError, match="are 64x32 but the video is 32x64"):
         prepare(EditJob(**job, objects=[{"word": "duck", "masks": tmp_path / "stored" / "duck"}]))
+
+
+def test_a_range_needs_only_its_own_mask_files(tmp_path):
+    from longedit.config import EditJob
+    from longedit.engine import prepare
+
+    source = make_clip(tmp_path / "c.mp4", frames=12, width=64, height=48).path
+    (tmp_path / "masks" / "duck").mkdir(parents=True)
+    for frame in (4, 6, 8):
+        Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "masks" / "duck" / f"{frame:06d}.png")
+    job = {"input": source, "output": tmp_path / "o.mp4", "source_prompt": "a cat", "prompt": "a duck", "model": "tiny",
+           "objects": [{"word": "duck", "masks": tmp_path / "masks" / "duck"}]}
+    assert prepare(EditJob(**job, start=4, end=9, every=2)).info.frames == 3
+    with pytest.raises(UserError, match="has no 000000.png"):
+        prepare(EditJob(**job))

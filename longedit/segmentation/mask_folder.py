@@ -64,16 +64,17 @@ def _word_folder(folder: Path, word: str) -> Path:
     )
 
 
-def check_mask_size(folder: str | Path, word: str, width: int, height: int) -> str | None:
-    """Compare the first mask of `folder`/`word` with the video's size before any work starts.
+def check_mask_size(folder: str | Path, word: str, width: int, height: int, first_frame: int = 0) -> str | None:
+    """Compare the first mask of `folder`/`word` (source frame `first_frame`: an edit of a range starts
+    there) with the video's size before any work starts.
 
     UserError when the folder or its first mask is missing or the masks have another aspect ratio
     (they would be stretched); a notice (what will be done) when they only have another size; else None.
     """
     source = _word_folder(Path(folder), word)
-    first = source / FRAME_NAME.format(0)
+    first = source / FRAME_NAME.format(first_frame)
     if not first.is_file():
-        raise UserError(f"mask folder '{source}' has no {first.name}", "masks are named 000000.png, 000001.png, ...")
+        raise UserError(f"mask folder '{source}' has no {first.name}", "masks are named by source frame: 000000.png, 000001.png, ...")
     try:
         with Image.open(first) as image:
             mask_w, mask_h = image.size
@@ -89,13 +90,13 @@ def check_mask_size(folder: str | Path, word: str, width: int, height: int) -> s
     return f"masks in '{source}' are {mask_w}x{mask_h}, the video is {width}x{height}: scaling the masks to the video"
 
 
-def check_mask_folders(objects, width: int, height: int) -> None:
+def check_mask_folders(objects, width: int, height: int, first_frame: int = 0) -> None:
     """`check_mask_size` for every object whose region is a mask folder: an error before any work, or a warning."""
     import warnings
 
     for obj in objects:
         if obj.masks is not None and obj.track is None:
-            notice = check_mask_size(Path(obj.masks).parent, Path(obj.masks).name, width, height)
+            notice = check_mask_size(Path(obj.masks).parent, Path(obj.masks).name, width, height, first_frame)
             if notice is not None:
                 warnings.warn(notice, UserWarning, stacklevel=2)
 
