@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from longedit.backbones.registry import BACKBONE_CHOICES
 from longedit.errors import UserError
+from longedit.video.codecs import CODEC_NAMES
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SAM2_MODEL = "facebook/sam2.1-hiera-tiny"
@@ -205,6 +206,17 @@ class EditJob(BaseModel):
     seed: int = 0
     size: int = Field(512, ge=64)
     keep_size: bool = False
+    # What is edited (longedit.video.source): source frames [start, end) taking every `every`-th, given as frame
+    # numbers of the source or times (00:01:02.5, 62.5s); `fps` is the rate of a folder of numbered frames.
+    start: int | str | None = None
+    end: int | str | None = None
+    every: int = Field(1, ge=1)
+    fps: float | None = Field(None, gt=0, le=1000)
+    # How the output is written (longedit.video.codecs): codec (default from the suffix: vp9 for .webm, else
+    # h264), pixel format (the codec's default: yuv420p, prores yuv422p10le, ffv1 yuv444p) and CRF.
+    codec: Literal[CODEC_NAMES] | None = None
+    pix_fmt: str | None = None
+    crf: int | None = Field(None, ge=0, le=63)
 
     window: int | None = Field(None, ge=4, le=32)  # the one declaration of the range: CLI, job files, planner
     stride: int | None = Field(None, ge=1)
@@ -263,6 +275,18 @@ class EditJob(BaseModel):
         if dupes:
             raise ValueError(f"word(s) {dupes} given for more than one object; use one object per word")
         return objects
+
+    @field_validator("start", "end")
+    @classmethod
+    def _position(cls, value, info):
+        """A frame number or a time: checked when the job is read (a bad one fails before any work)."""
+        from longedit.video.source import parse_position
+
+        try:
+            parse_position(value, info.field_name)
+        except UserError as error:
+            raise ValueError(str(error)) from None
+        return value
 
     @field_validator("preview", mode="before")
     @classmethod

@@ -54,10 +54,13 @@ def latent_bytes(frames: int, size: tuple[int, int], bytes_per_value: int = 4) -
     return frames * LATENT_CHANNELS * (size[0] // VAE_SCALE) * (size[1] // VAE_SCALE) * bytes_per_value
 
 
-def video_bytes(frames: int, size: tuple[int, int], duration_s: float, audio: bool) -> int:
-    """A generous estimate of the encoded output (see OUTPUT_BITS_PER_PIXEL), audio included."""
+def video_bytes(
+    frames: int, size: tuple[int, int], duration_s: float, audio: bool, bits_per_pixel: float = OUTPUT_BITS_PER_PIXEL
+) -> int:
+    """A generous estimate of the encoded output (see OUTPUT_BITS_PER_PIXEL; other codecs give their own:
+    `longedit.video.codecs.OutputFormat.bits_per_pixel`), audio included."""
     pixels = frames * size[0] * size[1]
-    return int(pixels * OUTPUT_BITS_PER_PIXEL / 8) + (int(duration_s * AUDIO_BYTES_PER_S) if audio else 0)
+    return int(pixels * bits_per_pixel / 8) + (int(duration_s * AUDIO_BYTES_PER_S) if audio else 0)
 
 
 def checkpoint_bytes(frames: int, size: tuple[int, int], objects: int) -> int:

@@ -27,11 +27,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from longedit.atomic import atomic_write, remove_stale_temps
 from longedit.errors import UserError
+
+if TYPE_CHECKING:
+    from longedit.video.probe import VideoInfo
 
 #: Bump when the inversion's numbers change (editor.inversion_step, ddim, the window merge): old entries become misses.
 INVERSION_CODE_VERSION = 1
@@ -90,7 +94,7 @@ def cache_key(parts: dict) -> str:
 
 def key_parts(
     *,
-    video: Path,
+    video: Path | VideoInfo,
     processed_size: tuple[int, int],
     frames: int,
     backbone,
@@ -109,7 +113,7 @@ def key_parts(
         "code": INVERSION_CODE_VERSION,
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
-        "video_sha256": file_digest(Path(video)),
+        "video_sha256": source_digest(video),
         "frames": frames,
         "size": list(processed_size),
         "backbone": backbone.kind,
@@ -126,7 +130,27 @@ def key_parts(
         "inversion_prompt": inversion_prompt,
         "inversion_embedding": tensor_digest([("cond", editor.inversion_cond)]),
         "trajectory": trajectory,
+        **({} if _range(video) is None else {"range": _range(video)}),
     }
+
+
+def _range(video) -> dict | None:
+    """The part of the source a `VideoInfo` covers (`longedit.video.source.range_key`); None for a path or the whole."""
+    from longedit.video.source import range_key
+
+    return None if isinstance(video, (str, Path)) else range_key(video)
+
+
+def source_digest(video) -> str:
+    """sha256 of the source: a video file's bytes, or of a frame folder's frames (their names and bytes)."""
+    if isinstance(video, (str, Path)):
+        return file_digest(Path(video))
+    if not video.image_files:
+        return file_digest(Path(video.path))
+    digest = hashlib.sha256()
+    for file in video.image_files:
+        digest.update(f"{file.name}:{file_digest(file)}".encode())
+    return digest.hexdigest()
 
 
 def _payload_digest(latents: torch.Tensor, trajectory: torch.Tensor | None) -> str:

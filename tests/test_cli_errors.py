@@ -95,6 +95,15 @@ CATALOGUE = [  # issue 12's list, as a new user types it: (argv, usage error?, w
     (["run", "escape.yaml"], False, "error: job file 'escape.yaml': 'output' points outside the job's folder"),
     (["validate", "escape.yaml"], False, "error: job file 'escape.yaml': 'output' points outside the job's folder"),
     (["run", "big.yaml"], False, "error: job file 'big.yaml' is over 64 KiB"),
+    # issue 26: output codecs and ranges
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--codec", "prores"], False,
+     "error: --codec prores cannot be written to a '.mp4' file"),
+    (["edit", "clip.mp4", "-o", "out.mkv", *EDIT, "--object", "car=1,1,20,20", "--codec", "ffv1", "--crf", "5"], False,
+     "error: --crf does not apply to --codec ffv1"),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--start", "10", "--end", "5"], False,
+     "error: --start 10 is not before --end 5"),
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--start", "0:00:09"], False,
+     "error: --start 0:00:09 is at or past the end of the video"),
 ]
 JOB_FILES = {
     "job.yaml": JOB,

@@ -69,21 +69,23 @@ def recording_run_edit(job, **kwargs) -> dict:
     """
     import numpy as np
 
-    from longedit import engine
+    from longedit.video import frame_folder  # the engine's output writer comes from its `open_writer`
 
     frames: list = []
-    base = engine.write.VideoWriter
+    base = frame_folder.VideoWriter
 
     class RecordingWriter(base):
         def write(self, frame):  # noqa: ANN001, ANN201
             frames.append(np.array(frame, copy=True))
             return super().write(frame)
 
-    engine.write.VideoWriter = RecordingWriter
+    frame_folder.VideoWriter = RecordingWriter
     try:
+        from longedit import engine
+
         report = engine.run_edit(job, **kwargs)
     finally:
-        engine.write.VideoWriter = base
+        frame_folder.VideoWriter = base
     np.save(f"{job.output}.frames.npy", np.stack(frames))
     return report
 

@@ -61,6 +61,9 @@ def print_summary(report: dict, shown: frozenset[str] = frozenset()) -> None:
     """The run's summary lines; its warnings on stderr, but not those in `shown` (printed before the run)."""
     timing = report["timing"]
     cropped = f", {report['output_cropped']}" if report.get("output_cropped") else ""
+    cropped += f", {report['output_format']}" if report.get("output_format") else ""
+    span = report.get("range")
+    cropped += f", source frames {span['start_frame']}-{span['end_frame'] - 1} every {span['every']}" if span else ""
     typer.echo(
         f"wrote {report['output']}: {report['frames']} frames at {report['fps']:.3f} fps{cropped}, "
         f"{len(report['windows'])} windows, {timing['total_s']:.1f} s ({timing['frames_per_s']:.2f} frames/s)"
@@ -95,12 +98,13 @@ def print_summary(report: dict, shown: frozenset[str] = frozenset()) -> None:
 
 
 def edit(
-    input: Annotated[Path, typer.Argument(help="Video to edit (any length; mp4/mov/mkv/webm...).")],
+    input: Annotated[Path, typer.Argument(help="Video to edit (any length; mp4/mov/mkv/webm...), or a folder of numbered PNG/JPEG frames (with --fps). A rotated (phone) video is edited and written upright.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Edited video (written to a temp name, renamed when done).")],
     source_prompt: Annotated[str, typer.Option(help="Describes the source video, e.g. 'a man talking on a phone in a car'.")],
     prompt: Annotated[str, typer.Option(help="The edited prompt, e.g. 'a robot talking on a phone in a car'.")],
-    object: Annotated[Optional[list[str]], typer.Option("--object", help="WORD=x0,y0,x1,y1 box in source pixels for a word of --prompt; repeat with @FRAME for keyframes, or for more objects.")] = None,
-    masks: Annotated[Optional[Path], typer.Option(help="Folder of masks: DIR/WORD/000000.png per frame (from `longedit masks`).")] = None,
+    object: Annotated[Optional[list[str]], typer.Option("--object", help="WORD=x0,y0,x1,y1 box in source pixels as displayed (a rotated phone video: upright) for a word of --prompt; repeat with @FRAME for keyframes (FRAME is a source frame number, as for --start), or for more objects.")] = None,
+    
+    masks: Annotated[Optional[Path], typer.Option(help="Folder of masks: DIR/WORD/000000.png per source frame (from `longedit masks`; a range reads its own frames' files), upright as displayed.")] = None,
     track: Annotated[Optional[str], typer.Option(help="'sam2': track each --object box through the video with SAM2.")] = None,
     sam2_model: Annotated[Optional[str], typer.Option(help="SAM2 hub id or folder ('tiny' for a random smoke-test tracker).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Diffusers SD folder or hub id [env LONGEDIT_MODEL, else SD 1.5]; 'tiny' = random built-in model.")] = None,
@@ -114,6 +118,13 @@ def edit(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the source noise [0].")] = None,
     size: Annotated[Optional[int], typer.Option(help="Short side of the processing size, rounded to 64 [512].")] = None,
     keep_size: Annotated[Optional[bool], typer.Option("--keep-size", help="Write at the processing size instead of the source size.")] = None,
+    start: Annotated[Optional[str], typer.Option(help="Edit from this source frame number (120) or time (00:01:02.5, 62.5s) on; the output covers just the range, audio cut to match [0].")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Stop before this source frame number or time (exclusive: --start 10 --end 20 edits source frames 10-19) [the end].")] = None,
+    every: Annotated[Optional[int], typer.Option(help="Take every N-th frame of the range (the output's rate is the source's / N) [1].")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Frame rate of an INPUT that is a folder of numbered PNG/JPEG frames (or a pattern like frames/%06d.png).")] = None,
+    codec: Annotated[Optional[str], typer.Option(help="Output codec: h264, h265, prores (.mov), ffv1 (.mkv), vp9 (.webm) or png (-o names a folder of numbered frames + audio file) [vp9 for .webm, else h264].")] = None,
+    pix_fmt: Annotated[Optional[str], typer.Option(help="Output pixel format where the codec allows: yuv420p, yuv422p, yuv444p and their 10-bit ...10le for h264/h265/ffv1; yuv422p10le or yuv444p10le for prores [yuv420p; prores yuv422p10le; ffv1 yuv444p].")] = None,
+    crf: Annotated[Optional[int], typer.Option(help="Constant quality of h264/h265 (0-51) or vp9 (0-63), lower is better [18; h265 20; vp9 31].")] = None,
     window: Annotated[Optional[int], typer.Option(min=WINDOW_MIN, max=WINDOW_MAX, help=f"Frames per window, {WINDOW_MIN}-{WINDOW_MAX} [planned from --vram or free GPU memory on CUDA; 8 on CPU].")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Frames between window starts [window/2].")] = None,
     vram: Annotated[Optional[str], typer.Option(help="VRAM budget for the window planner, e.g. 24GB.")] = None,

@@ -28,7 +28,7 @@ def shared_inversion(
     clock = time.perf_counter()
     prompt = "" if job.effective_inversion_prompt == "empty" else job.source_prompt
     parts = key_parts(
-        video=prepared.info.path, processed_size=prepared.processed_size, frames=prepared.info.frames,
+        video=prepared.info, processed_size=prepared.processed_size, frames=prepared.info.frames,
         backbone=backbone, editor=editor, windows=state.windows, inversion_prompt=prompt, trajectory=trajectory,
     )
     state.timing["cache_key_s"] = time.perf_counter() - clock

@@ -23,7 +23,7 @@ def job_fingerprint(job: EditJob, info: VideoInfo) -> str:
         mode="json",
         exclude={
             "output", "report", "checkpoint_every", "eval", "paste_background", "feather", "attention_video",
-            "attention_strips", *CACHE_FIELDS,
+            "attention_strips", "codec", "pix_fmt", "crf", *CACHE_FIELDS,
         },
     )
     return checkpoint.job_fingerprint(settings, Path(job.input), info.frames)

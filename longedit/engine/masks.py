@@ -10,15 +10,16 @@ from longedit.checkpoint import RunState
 from longedit.masks import ObjectMasks, build_object_masks
 from longedit.models import Backbone
 from longedit.progress import JobProgress
+from longedit.video import VideoInfo
 from longedit.engine.plan import latent_grid
 from longedit.engine.prepare import Prepared
 
 
-def _mask_reader(obj_folder: Path, word: str, frames: int, size: tuple[int, int]):
+def _mask_reader(obj_folder: Path, word: str, frames: int, size: tuple[int, int], info: VideoInfo):
     from longedit.segmentation import load_mask_folder
 
     # `obj.masks` is DIR/WORD already; the folder reader takes DIR and WORD.
-    return load_mask_folder(Path(obj_folder).parent, Path(obj_folder).name, frames, size)
+    return load_mask_folder(Path(obj_folder).parent, Path(obj_folder).name, frames, size, info.first_frame, info.every)
 
 
 def build_masks(
@@ -35,14 +36,14 @@ def build_masks(
         from longedit.segmentation import track_masks
 
         tracker = track_masks(
-            info.path, tracked, model=job.sam2_model, out_size=size, device=job.device, dilate=0,
+            info, tracked, model=job.sam2_model, out_size=size, device=job.device, dilate=0,
             box_masks=job.box_masks, min_area=job.min_area, local_files_only=job.local_files_only, progress=False,
         )
         tracker = _counted(tracker, advance)
     source_size = (info.width, info.height)
     return build_object_masks(
         objects, info.frames, source_size, grid, dilate_px=job.mask_dilate,
-        folder_reader=lambda folder, word, frames: _mask_reader(folder, word, frames, size), tracker=tracker,
+        folder_reader=lambda folder, word, frames: _mask_reader(folder, word, frames, size, info), tracker=tracker,
     )
 
 

@@ -57,7 +57,7 @@ def draw_attention_pictures(job: EditJob, prepared: Prepared, store, masks, word
 
     tracker.start("pictures")
     shown = attention_pictures.render(
-        store, iter_frames(info.path, size=size, end=info.frames), None if masks is None else masks.latent,
+        store, iter_frames(info, size=size, end=info.frames), None if masks is None else masks.latent,
         [w.word for w in words], writer_for if video is not None else None, strips, lambda: tracker.advance("pictures"),
     )
     tracker.finish("pictures")

@@ -10,10 +10,12 @@ from longedit import atomic, attention_pictures, diskspace, output_paths
 from longedit.config import EditJob, ObjectSpec, as_run
 from longedit.diskspace import DiskNeed
 from longedit.errors import UserError
-from longedit.masks import validate_objects
 from longedit.models import load_tokenizer, resolve_device
 from longedit.planner import parse_size
-from longedit.video import VideoInfo, check_output_path, even_size, probe, processing_size
+from longedit.source_range import check_range_options, media_notices, objects_in_range, validate_in_source
+from longedit.video import VideoInfo, check_output_path, even_size, open_source, processing_size
+from longedit.video.codecs import output_format
+from longedit.video.frame_folder import check_output
 from longedit.words import WordTokens, word_tokens
 
 
@@ -35,9 +37,9 @@ def _check_prompts(job: EditJob) -> None:
 def prepare(job: EditJob, work_dir: Path | None = None) -> Prepared:
     """Check input, output and regions against the video; no model is loaded."""
     _check_prompts(job)
-    info = probe(job.input)
+    info = open_source(job.input, job.start, job.end, job.every, job.fps)
     output_paths.check_job_paths(job, work_dir)  # nothing written destroys an input or another output
-    check_output_path(Path(job.output), Path(job.input))
+    out_format = check_output(job.output, job.input, job.codec, job.pix_fmt, job.crf)
     if job.report is not None:
         report_dir = Path(job.report).expanduser().resolve().parent
         if not report_dir.is_dir() or not os.access(report_dir, os.W_OK):
@@ -50,15 +52,19 @@ def prepare(job: EditJob, work_dir: Path | None = None) -> Prepared:
         check_request(job.tune, resolve_device(job.device))
     _check_cache(job)
     objects = job.resolved_objects()
-    validate_objects(objects, info.width, info.height, info.frames)
+    validate_in_source(objects, info)  # keyframes are source frames; boxes displayed (upright) pixels
+    objects = objects_in_range(objects, info)
+    check_range_options(job, info)
     for obj in objects:
         if obj.masks is not None and not Path(obj.masks).is_dir():
             raise UserError(f"mask folder '{obj.masks}' for '{obj.word}' does not exist", "give --masks DIR holding DIR/WORD/000000.png ...")
     from longedit.segmentation.mask_folder import check_mask_folders
 
-    check_mask_folders(objects, info.width, info.height)  # another aspect ratio fails; another size is scaled
+    check_mask_folders(objects, info.width, info.height, info.first_frame)  # another aspect ratio fails; another size is scaled
     check_attention_pictures(job, objects)
-    notices = [info.completeness_note] if info.completeness_note else []  # e.g. a raw stream: not checkable
+    notices = media_notices(info, out_format)
+    if info.completeness_note:  # e.g. a raw stream: not checkable
+        notices.append(info.completeness_note)
     if job.window is not None and job.window > info.frames:
         notices.append(f"window {job.window} > {info.frames} frames: using one window of {info.frames}")
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
@@ -88,7 +94,8 @@ def disk_needs(job: EditJob, prepared: Prepared, work_dir: Path | None) -> list[
     info, size = prepared.info, prepared.processed_size
     out_size = size if job.keep_size else even_size(info.width, info.height)
     output_folder = Path(job.output).expanduser().absolute().parent
-    needs = [DiskNeed("the output video", output_folder, diskspace.video_bytes(info.frames, out_size, info.duration_s, info.has_audio))]
+    bits = output_format(job.output, job.codec, job.pix_fmt, job.crf).bits_per_pixel  # ProRes, FFV1, PNG: bigger
+    needs = [DiskNeed("the output video", output_folder, diskspace.video_bytes(info.frames, out_size, info.duration_s, info.has_audio, bits))]
     trajectory = diskspace.latent_bytes(info.frames, size, 2) * job.steps if job.irjs and job.source_noise == "inversion" else 0
     if work_dir is not None:
         written = sum(p.stat().st_size for p in Path(work_dir).rglob("*") if p.is_file()) if Path(work_dir).is_dir() else 0

@@ -12,6 +12,7 @@ from longedit import atomic
 from longedit.config import EditJob
 from longedit.checkpoint import RunState
 from longedit.editor import VideoEditor
+from longedit.source_range import media_report
 from longedit.video import crop_note, even_size
 from longedit.engine.keeper import latent_checksum
 
@@ -59,6 +60,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "output_size": list(size if job.keep_size else even_size(info.width, info.height)),
         "output_cropped": None if job.keep_size else crop_note(info.width, info.height),
         "audio": info.has_audio,
+        **media_report(job, info),
         "windows": [list(w) for w in windows],
         "window": {"length": windows[0][1] - windows[0][0], "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None, "reason": state.window_plan.reason, "planner": state.window_plan.to_report()},
         "device": str(backbone.device),

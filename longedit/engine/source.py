@@ -45,7 +45,7 @@ def encode_video(
             latents.append((vae.encode(pixels).latent_dist.mean * scale).float().cpu())
         chunk.clear()
 
-    for frame in iter_frames(info.path, size=size, end=info.frames, strict=True):  # fewer frames: damaged
+    for frame in iter_frames(info, size=size, end=info.frames, strict=True):  # fewer frames: damaged
         chunk.append(frame)
         if len(chunk) == VAE_CHUNK:
             flush()

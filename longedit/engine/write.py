@@ -12,7 +12,7 @@ from longedit.composite import BackgroundMeter, composite, feathered_alpha
 from longedit.config import EditJob
 from longedit.masks import ObjectMasks
 from longedit.models import Backbone
-from longedit.video import VideoInfo, VideoWriter, iter_frames
+from longedit.video import VideoInfo, iter_frames, open_writer
 from longedit.engine.source import VAE_CHUNK
 
 
@@ -43,7 +43,7 @@ def edited_frames(
     a time: what `write_video` encodes and `LongEditPipeline`'s output streams. `meter` measures the paste."""
     out_size = output_size(job, info, size)
     paste = masks is not None and job.use_background_paste
-    sources = iter_frames(info.path, size=out_size, end=info.frames) if paste else None
+    sources = iter_frames(info, size=out_size, end=info.frames) if paste else None
     for index, frame in enumerate(decode_latents(backbone, latents)):
         frame = _resize(frame, out_size)
         if sources is not None:
@@ -67,8 +67,9 @@ def write_video(
     """
     out_size = output_size(job, info, size)
     meter = BackgroundMeter()
-    with VideoWriter(
+    with open_writer(
         job.output, out_size[0], out_size[1], info.fps, timestamps=info.timestamps, audio_source=info.path,
+        codec=job.codec, pix_fmt=job.pix_fmt, crf=job.crf,
         warn_crop=False,  # the report and the summary line say it (`output_cropped`)
     ) as writer:
         for frame in edited_frames(backbone, latents, info, job, size, masks, meter):

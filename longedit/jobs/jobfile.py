@@ -38,6 +38,17 @@ OUTPUT_PATH_KEYS = ("output", "report", "attention_video")
 MAX_JOB_FILE_BYTES = 64 * 1024  # a job file is a few keys; anything bigger is refused unread
 
 
+class JobLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that `1:02` or `00:01:02.5` stay text: YAML 1.1 reads them as base-60 numbers
+    (62, 62.5), which would turn a `start:` time into a frame number. `longedit.video.source` parses them."""
+
+
+_CLOCK_TIME = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+JobLoader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "+-0123456789":
+    JobLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:str", _CLOCK_TIME))
+
+
 def read_job_mapping(path: Path, label: str | None = None) -> dict[str, Any]:
     """The job file's top-level mapping, or a `UserError` naming the YAML problem and its line."""
     shown = label or str(path)
@@ -56,7 +67,7 @@ def read_job_mapping(path: Path, label: str | None = None) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise UserError(f"job file '{shown}' is not UTF-8 text", "save it as a UTF-8 YAML file") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=JobLoader)  # noqa: S506 - a SafeLoader (see JobLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -50,9 +50,9 @@ Outcome = Literal["done", "failed", "interrupted", "lost"]
 
 
 def _default_check_input(job: EditJob) -> None:
-    from longedit.video import probe
+    from longedit.video import open_source
 
-    probe(job.input)
+    open_source(job.input, job.start, job.end, job.every, job.fps)  # a video, a range of it or a frame folder
 
 
 @dataclass

@@ -64,16 +64,17 @@ def _word_folder(folder: Path, word: str) -> Path:
     )
 
 
-def check_mask_size(folder: str | Path, word: str, width: int, height: int) -> str | None:
-    """Compare the first mask of `folder`/`word` with the video's size before any work starts.
+def check_mask_size(folder: str | Path, word: str, width: int, height: int, first_frame: int = 0) -> str | None:
+    """Compare the first mask of `folder`/`word` (source frame `first_frame`: an edit of a range starts
+    there) with the video's size before any work starts.
 
     UserError when the folder or its first mask is missing or the masks have another aspect ratio
     (they would be stretched); a notice (what will be done) when they only have another size; else None.
     """
     source = _word_folder(Path(folder), word)
-    first = source / FRAME_NAME.format(0)
+    first = source / FRAME_NAME.format(first_frame)
     if not first.is_file():
-        raise UserError(f"mask folder '{source}' has no {first.name}", "masks are named 000000.png, 000001.png, ...")
+        raise UserError(f"mask folder '{source}' has no {first.name}", "masks are named by source frame: 000000.png, 000001.png, ...")
     try:
         with Image.open(first) as image:
             mask_w, mask_h = image.size
@@ -89,35 +90,36 @@ def check_mask_size(folder: str | Path, word: str, width: int, height: int) -> s
     return f"masks in '{source}' are {mask_w}x{mask_h}, the video is {width}x{height}: scaling the masks to the video"
 
 
-def check_mask_folders(objects, width: int, height: int) -> None:
+def check_mask_folders(objects, width: int, height: int, first_frame: int = 0) -> None:
     """`check_mask_size` for every object whose region is a mask folder: an error before any work, or a warning."""
     import warnings
 
     for obj in objects:
         if obj.masks is not None and obj.track is None:
-            notice = check_mask_size(Path(obj.masks).parent, Path(obj.masks).name, width, height)
+            notice = check_mask_size(Path(obj.masks).parent, Path(obj.masks).name, width, height, first_frame)
             if notice is not None:
                 warnings.warn(notice, UserWarning, stacklevel=2)
 
 
 def load_mask_folder(
-    folder: str | Path, word: str, frames: int, out_size: tuple[int, int] | None = None
+    folder: str | Path, word: str, frames: int, out_size: tuple[int, int] | None = None, first: int = 0, every: int = 1
 ) -> Iterator[np.ndarray]:
     """Yield `frames` bool [H, W] masks read from `folder/word/%06d.png` (pixels > 127 are the object).
 
     With `out_size` (width, height) each mask is resized (nearest) to it. The folder is checked now;
-    a missing frame raises UserError when it is reached, naming the file.
+    a missing frame raises UserError when it is reached, naming the file. Files are numbered by source
+    frame: an edit of a range reads source frames `first`, `first + every`, ... (`longedit.source_range`).
     """
     source = _word_folder(Path(folder), word)
-    if not (source / FRAME_NAME.format(0)).is_file():
+    if not (source / FRAME_NAME.format(first)).is_file():
         raise UserError(
-            f"mask folder '{source}' has no {FRAME_NAME.format(0)}", "masks are named 000000.png, 000001.png, ..."
+            f"mask folder '{source}' has no {FRAME_NAME.format(first)}", "masks are named by source frame: 000000.png, 000001.png, ..."
         )
-    return _read_masks(source, frames, out_size)
+    return _read_masks(source, frames, out_size, first, every)
 
 
-def _read_masks(source: Path, frames: int, out_size: tuple[int, int] | None) -> Iterator[np.ndarray]:
-    for index in range(frames):
+def _read_masks(source: Path, frames: int, out_size: tuple[int, int] | None, first: int = 0, every: int = 1) -> Iterator[np.ndarray]:
+    for index in range(first, first + frames * every, every):
         path = source / FRAME_NAME.format(index)
         if not path.is_file():
             raise UserError(

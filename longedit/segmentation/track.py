@@ -14,12 +14,16 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from longedit.config import Box, ObjectSpec
 from longedit.errors import UserError
+
+if TYPE_CHECKING:
+    from longedit.video.probe import VideoInfo
 from longedit.segmentation.backends import load_backend
 from longedit.segmentation.postprocess import logits_to_masks, postprocess
 from longedit.segmentation.tracker import Prompt, StreamStep, TrackerBackend, track_stream
@@ -175,7 +179,7 @@ def _track(
 
 
 def track_masks(
-    video_path: str | Path,
+    video_path: str | Path | VideoInfo,
     objects: list[ObjectSpec],
     *,
     model: str = "facebook/sam2.1-hiera-tiny",
@@ -197,7 +201,7 @@ def track_masks(
     raises UserError here rather than on the first frame. `backend` reuses an already loaded tracker.
     """
     from longedit.masks import validate_objects
-    from longedit.video import probe
+    from longedit.video import VideoInfo, probe
 
     if chunk < 1:
         raise UserError(f"--chunk {chunk} is too small", "track at least 1 frame per chunk (default 64)")
@@ -206,7 +210,7 @@ def track_masks(
     if not objects:
         raise UserError("no object to track", "give at least one --object WORD=x0,y0,x1,y1")
     seeds = object_seeds(objects)
-    info = probe(video_path)
+    info = video_path if isinstance(video_path, VideoInfo) else probe(video_path)  # a VideoInfo: a range or frame folder
     validate_objects(list(objects), info.width, info.height, info.frames)
     size = (info.width, info.height) if out_size is None else (int(out_size[0]), int(out_size[1]))
     if min(size) < 1:
@@ -215,5 +219,5 @@ def track_masks(
         backend = load_backend(model, device=device, local_files_only=local_files_only)
     source = (info.width, info.height)
     return _track(
-        Path(info.path), info.frames, source, seeds, backend, size, chunk, dilate, box_masks, min_area, progress
+        info, info.frames, source, seeds, backend, size, chunk, dilate, box_masks, min_area, progress
     )

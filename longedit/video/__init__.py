@@ -1,4 +1,5 @@
-"""Streaming video I/O on PyAV: probe, frame-by-frame decode, atomic H.264 writer with untouched audio.
+"""Streaming video I/O on PyAV: probe, frame-by-frame decode, atomic writers (H.264/H.265/ProRes/FFV1/VP9
+or PNG frames: `codecs`) with untouched audio, ranges and frame folders as sources (`source`).
 
 Nothing here holds a whole video in memory: `iter_frames` decodes one frame at a time and `VideoWriter`
 encodes each frame as it arrives, so clip length is bounded by disk, not RAM. Every bad input (missing,
@@ -20,7 +21,9 @@ from longedit.video.encode import (
     rgb_to_av_frame,
     time_base_for,
 )
+from longedit.video.frame_folder import open_writer
 from longedit.video.probe import VideoInfo, probe
+from longedit.video.source import open_source
 
 __all__ = [
     "CONTAINERS",
@@ -32,6 +35,8 @@ __all__ = [
     "crop_note",
     "even_size",
     "iter_frames",
+    "open_source",
+    "open_writer",
     "probe",
     "processing_size",
     "rgb_to_av_frame",

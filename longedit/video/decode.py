@@ -4,6 +4,7 @@ the keyframe before a start frame, so clip length is bounded by disk, not RAM.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import av
 import numpy as np
 
 from longedit.errors import UserError
-from longedit.video.probe import _check_input_file, _damaged, _decoded, _frame_packets, _open_input, _video_stream
+from longedit.video.probe import (
+    VideoInfo, _check_input_file, _damaged, _decoded, _frame_packets, _open_input, _video_stream, display_rotation,
+)
 
 _REORDER_MARGIN = 32  # packets scanned past a seek target: H.264/HEVC reorder at most 16 frames
 _BACKENDS = ("auto", "pyav", "decord")
@@ -80,21 +83,29 @@ def _frames_from(path: Path, start: int) -> Iterator[av.VideoFrame]:
 
 
 def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
-    """HxWx3 uint8 RGB, resized with Lanczos when `size` (width, height) differs from the frame."""
-    if size is None or size == (frame.width, frame.height):
-        return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation=_RESIZE_INTERPOLATION)
+    """HxWx3 uint8 RGB as displayed (the display matrix's rotation applied), resized with Lanczos when `size`
+    (width, height, displayed) differs from the frame."""
+    turns = display_rotation(frame) // 90
+    stored = None if size is None else (size[1], size[0]) if turns % 2 else size
+    if stored is None or stored == (frame.width, frame.height):
+        image = frame.to_ndarray(format="rgb24")
+    else:
+        image = frame.to_ndarray(format="rgb24", width=stored[0], height=stored[1], interpolation=_RESIZE_INTERPOLATION)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 def _iter_pyav(
-    path: Path, size: tuple[int, int] | None, start: int, end: int | None, strict: bool = False
+    path: Path, size: tuple[int, int] | None, start: int, end: int | None, every: int = 1, strict: bool = False
 ) -> Iterator[np.ndarray]:
-    """The PyAV decode loop behind `iter_frames`."""
+    """The PyAV decode loop behind `iter_frames`: source frames start, start + every, ... before `end`
+    (the frames between are decoded, as the codec needs, but never converted). `strict`: fewer frames than
+    `end` is a UserError."""
     index = start
-    for frame in _frames_from(path, start):
+    for offset, frame in enumerate(_frames_from(path, start)):
         if end is not None and index >= end:
             return
-        yield _to_rgb(frame, size)
+        if offset % every == 0:
+            yield _to_rgb(frame, size)
         index += 1
     if strict and end is not None and index < end:
         raise _short_decode(path, index, end)
@@ -106,6 +117,35 @@ def _short_decode(path: Path, decoded: int, expected: int) -> UserError:
         f"video '{path}' is damaged: only {decoded} of its {expected} frames decode",
         "copy or download it again, or re-encode it, e.g. `ffmpeg -i in out.mp4`",
     )
+
+
+def _iter_images(files: tuple[Path, ...], size: tuple[int, int] | None) -> Iterator[np.ndarray]:
+    """Frames of a numbered-image folder as HxWx3 uint8 RGB (Lanczos-resized to `size`), one file at a time."""
+    from PIL import Image, UnidentifiedImageError
+
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image = image.convert("RGB")
+                if size is not None and size != image.size:
+                    image = image.resize(size, Image.LANCZOS)
+                yield np.asarray(image)
+        except (OSError, UnidentifiedImageError) as error:
+            raise UserError(f"cannot read frame '{file}': {error}", "check that the frames are PNG or JPEG images") from None
+
+
+def _iter_range(
+    info: VideoInfo, size: tuple[int, int] | None, start: int, end: int | None, backend: str, strict: bool = False
+) -> Iterator[np.ndarray]:
+    """Frames [start, end) of a (cut) VideoInfo: its range of the source, seeking to its first frame."""
+    end = info.frames if end is None else min(end, info.frames)
+    if info.image_files:
+        return _iter_images(info.image_files[start:end], size)
+    first = info.first_frame + start * info.every
+    stop = info.first_frame + max(end - 1, start) * info.every + 1
+    if _pick_backend(backend) == "decord":
+        return itertools.islice(_iter_decord(info.path, size, first, stop, strict), 0, None, info.every)
+    return _iter_pyav(info.path, size, first, stop, info.every, strict)
 
 
 def _iter_decord(
@@ -155,7 +195,7 @@ def _pick_backend(backend: str) -> str:
 
 
 def iter_frames(
-    path: str | Path,
+    path: str | Path | VideoInfo,
     size: tuple[int, int] | None = None,
     start: int = 0,
     end: int | None = None,
@@ -164,18 +204,25 @@ def iter_frames(
 ) -> Iterator[np.ndarray]:
     """Yield frames [start, end) as HxWx3 uint8 RGB, decoded lazily one at a time.
 
-    `size` is (width, height). Arguments and the file's existence are checked now; the file is opened on
-    the first `next()`. A `start` > 0 seeks to the keyframe before it rather than decoding from frame 0.
+    `size` is (width, height), as displayed: frames are decoded upright (a rotated phone video's display
+    matrix is applied). Arguments and the file's existence are checked now; the file is opened on the first
+    `next()`. A `start` > 0 seeks to the keyframe before it rather than decoding from frame 0. Given a
+    `VideoInfo` from `longedit.video.source.open_source`, `start`/`end` count frames of its range (a frame
+    folder or a cut of the source).
     `strict`: fewer than `end - start` frames is a UserError after the last one (`end` from `probe`: the
     file's packets promised frames that do not decode).
     """
+    if isinstance(path, VideoInfo):
+        _check_range(start, end)
+        _check_size(size)
+        return _iter_range(path, None if size is None else (int(size[0]), int(size[1])), start, end, backend, strict)
     path = _check_input_file(path)
     _check_range(start, end)
     _check_size(size)
     size = None if size is None else (int(size[0]), int(size[1]))
     if _pick_backend(backend) == "decord":
         return _iter_decord(path, size, start, end, strict)
-    return _iter_pyav(path, size, start, end, strict)
+    return _iter_pyav(path, size, start, end, strict=strict)
 
 
 def processing_size(width: int, height: int, short_side: int = 512) -> tuple[int, int]:

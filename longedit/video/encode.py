@@ -7,7 +7,6 @@ raises `UserError` with a one-line fix.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import warnings
@@ -22,11 +21,12 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 
 from longedit.atomic import AtomicFile, remove_stale_temps
 from longedit.errors import UserError
-from longedit.video.probe import _check_input_file, _open_input, _video_stream
+from longedit.video.audio import AudioPump, has_audio
+from longedit.video.codecs import output_format
+from longedit.video.probe import _check_input_file
 
-#: Output suffix -> FFmpeg muxer. `.webm` cannot carry H.264, so it is written as Matroska (plays in
-#: ffmpeg/VLC/mpv; browsers may refuse it).
-CONTAINERS: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "matroska"}
+#: Output suffix -> FFmpeg muxer (`.webm` holds VP9 with Opus audio: `longedit.video.codecs`).
+CONTAINERS: dict[str, str] = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 
 _MAX_TICKS_PER_S = 16 * 90000
 
@@ -132,125 +132,9 @@ def crop_note(width: int, height: int) -> str | None:
     return f"cropped {width}x{height} -> {even[0]}x{even[1]} (H.264 4:2:0 needs even sizes)"
 
 
-class _AudioPump:
-    """Copies (or transcodes) the audio track of a source file into the output, interleaved by time.
-
-    Packets are shifted so that source time `shift_s` after its first video frame becomes output time 0;
-    packets that end before 0 are dropped (but the last one is kept as decoder pre-roll) and so are those
-    that start after the written video ends. Payload bytes are never changed when the output container
-    can hold the codec; otherwise the track is re-encoded to AAC with a warning.
-    """
-
-    def __init__(
-        self, source: Path, output: av.container.OutputContainer, fmt: str, target: Path, shift_s: float
-    ) -> None:
-        self._input = av.open(str(source), mode="r")
-        try:
-            self._in = self._input.streams.audio[0]
-            self._offset_s = _video_start_s(self._input) + Fraction(shift_s)
-            self._copy = _can_stream_copy(fmt, self._in)
-            self._out = self._add_output_stream(output, target)
-        except BaseException:
-            self._input.close()
-            raise
-        self._output = output
-        self._packets = self._input.demux(self._in)
-        self._pending: av.Packet | None = None
-        self._preroll: av.Packet | None = None
-        self._done = False
-
-    def _add_output_stream(self, output: av.container.OutputContainer, target: Path) -> av.AudioStream:
-        """A stream-copy stream, or an AAC encoder (with a warning) when the container cannot hold the codec."""
-        if self._copy:
-            return output.add_stream_from_template(self._in)
-        name = self._in.codec_context.name
-        # stacklevel: warn -> here -> _AudioPump.__init__ -> VideoWriter.__init__ -> caller
-        warnings.warn(
-            f"'{target.name}' cannot hold {name} audio; re-encoding the audio to AAC", RuntimeWarning, stacklevel=5
-        )
-        stream = output.add_stream("aac", rate=self._in.codec_context.sample_rate)
-        stream.layout = self._in.codec_context.layout
-        return stream
-
-    def _next_packet(self) -> av.Packet | None:
-        """The next audio packet with timestamps, moved onto the output clock; None at the end."""
-        if self._pending is not None:
-            packet, self._pending = self._pending, None
-            return packet
-        for packet in self._packets:
-            if packet.size > 0 and packet.pts is not None and packet.dts is not None:
-                offset = round(self._offset_s / packet.time_base)
-                packet.pts -= offset
-                packet.dts -= offset
-                return packet
-        return None
-
-    def pump(self, until_s: float, end_s: float = math.inf) -> None:
-        """Write the audio packets that start before `until_s` (and before the video's end `end_s`)."""
-        while not self._done:
-            packet = self._next_packet()
-            if packet is None or float(packet.pts * packet.time_base) >= end_s:
-                self._done = True
-                return
-            if float(packet.pts * packet.time_base) > until_s:
-                self._pending = packet
-                return
-            if float((packet.pts + (packet.duration or 0)) * packet.time_base) <= 0:
-                self._preroll = packet
-                continue
-            if self._preroll is not None:
-                self._write(self._preroll)
-                self._preroll = None
-            self._write(packet)
-
-    def _write(self, packet: av.Packet) -> None:
-        """Mux one packet untouched, or decode and re-encode it."""
-        if self._copy:
-            packet.stream = self._out
-            self._output.mux(packet)
-            return
-        for frame in self._in.codec_context.decode(packet):
-            self._output.mux(self._out.encode(frame))
-
-    def finish(self, end_s: float) -> None:
-        """Write the remaining audio up to the end of the video and flush the AAC encoder."""
-        self.pump(math.inf, end_s)
-        if not self._copy:
-            self._output.mux(self._out.encode(None))
-
-    def close(self) -> None:
-        """Close the source file."""
-        self._input.close()
-
-
-def _video_start_s(container: av.container.InputContainer) -> Fraction:
-    """Source time of the first video frame (0 for audio-only files)."""
-    try:
-        video = _video_stream(container, Path(container.name))
-    except UserError:  # audio-only source (possibly with a cover image)
-        return Fraction(0)
-    return Fraction(video.start_time * video.time_base) if video.start_time is not None else Fraction(0)
-
-
-def _can_stream_copy(fmt: str, stream: av.AudioStream) -> bool:
-    """Whether muxer `fmt` accepts `stream`'s codec as is (tries writing a header in memory)."""
-    try:
-        with av.open(io.BytesIO(), mode="w", format=fmt) as trial:
-            trial.add_stream_from_template(stream)
-            trial.start_encoding()
-    except (av.FFmpegError, ValueError):
-        return False
-    return True
-
-
-def _has_audio(path: Path) -> bool:
-    """Whether `path` can be opened and has an audio stream."""
-    with _open_input(path) as container:
-        return bool(container.streams.audio)
-
-
 class VideoWriter:
-    """Encode RGB frames to H.264/yuv420p, atomically: the file appears only when writing succeeded.
+    """Encode RGB frames (H.264/yuv420p CRF 18 unless `codec`, `pix_fmt`, `crf` say otherwise:
+    `longedit.video.codecs`), atomically: the file appears only when writing succeeded.
 
     Frames go to a hidden `.{name}.{pid}.{random}.part` file next to the output (`longedit.atomic`),
     moved into place on a clean exit (`close()` or the end of a `with` block); on an exception or
@@ -271,9 +155,10 @@ class VideoWriter:
         fps: Fraction,
         timestamps: Sequence[float] | None = None,
         audio_source: str | Path | None = None,
-        crf: int = 18,
-        codec: str = "libx264",
+        crf: int | None = None,
+        codec: str | None = None,
         warn_crop: bool = True,
+        pix_fmt: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
@@ -282,6 +167,7 @@ class VideoWriter:
         if warn_crop:  # the engine says it in its summary line instead
             self._warn_if_cropped()
         self._format = container_format(self.path)
+        self.output_format = output_format(self.path, codec, pix_fmt, crf)
         self._time_base = time_base_for(self.fps)
         self._pts = None if timestamps is None else self._timestamps_to_pts(timestamps)
         self._frames = 0
@@ -290,16 +176,16 @@ class VideoWriter:
         remove_stale_temps(self.path)
         self._file = AtomicFile(self.path, "video", suffix=".part")
         self._tmp = self._file.temp
-        self._audio: _AudioPump | None = None
+        self._audio: AudioPump | None = None
         try:
             self._container = av.open(str(self._tmp), mode="w", format=self._format, options=self._muxer_options())
         except OSError as error:
             raise self._file.fail(error) from error
         try:
-            self._stream = self._add_video_stream(codec, crf)
-            if audio_source is not None and _has_audio(Path(audio_source)):
+            self._stream = self._add_video_stream()
+            if audio_source is not None and has_audio(Path(audio_source)):
                 shift = 0.0 if timestamps is None else float(timestamps[0])
-                self._audio = _AudioPump(Path(audio_source), self._container, self._format, self.path, shift)
+                self._audio = AudioPump(Path(audio_source), self._container, self._format, self.path, shift)
             self._container.start_encoding()  # creates the temp file and checks codec settings now
         except BaseException as error:
             self._abort_and_raise(error)
@@ -342,11 +228,14 @@ class VideoWriter:
             pts.append(max(tick, pts[-1] + 1) if pts else tick)  # duplicates would be rejected by the muxer
         return pts
 
-    def _add_video_stream(self, codec: str, crf: int) -> av.VideoStream:
-        """The H.264 (or `codec`) yuv420p output stream at the even size."""
-        options = {"crf": str(int(crf))} if codec.startswith(("libx26", "libvpx", "libsvtav1", "libaom")) else {}
+    def _add_video_stream(self) -> av.VideoStream:
+        """The output stream (`self.output_format`: H.264 yuv420p CRF 18 by default) at the even size."""
+        fmt = self.output_format
         size = even_size(self.width, self.height)
-        return add_video_stream(self._container, codec, size, self.fps, "yuv420p", options)
+        stream = add_video_stream(self._container, fmt.encoder, size, self.fps, fmt.pix_fmt, dict(fmt.options))
+        if fmt.codec == "h265" and self._format in ("mp4", "mov"):
+            stream.codec_context.codec_tag = "hvc1"  # what Apple players and editors look for
+        return stream
 
     # -- writing
 
@@ -375,7 +264,7 @@ class VideoWriter:
             got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
             raise ValueError(f"expected a uint8 array of shape {(self.height, self.width, 3)}, got {got}")
         image = np.ascontiguousarray(frame[: _even(self.height), : _even(self.width)])
-        video_frame = rgb_to_av_frame(image, "yuv420p", self._next_pts(), self._time_base)
+        video_frame = rgb_to_av_frame(image, self.output_format.pix_fmt, self._next_pts(), self._time_base)
         self._last_pts = video_frame.pts
         try:
             self._mux(self._stream.encode(video_frame))

@@ -36,6 +36,12 @@ class VideoInfo:
     has_audio: bool
     codec: str
     completeness_note: str | None = None  # why the file could not be checked for being cut short (`complete`)
+    pix_fmt: str = ""  # the source's pixel format, e.g. yuv420p, yuv444p10le
+    rotation: int = 0  # the display rotation the source asks for (degrees); frames are decoded upright
+    first_frame: int = 0  # source frame of this info's frame 0 (`longedit.video.source`: --start)
+    every: int = 1  # source frames per frame (--every)
+    source_frames: int = 0  # frames of the whole source (0: not cut)
+    image_files: tuple[Path, ...] = ()  # a folder of numbered frames: its files, in order
 
     @property
     def is_vfr(self) -> bool:
@@ -173,8 +179,18 @@ def _rate_and_duration(pts: list[int], last_duration: int, stream: av.VideoStrea
     return estimate.limit_denominator(1001), float(span + last)
 
 
+def display_rotation(frame: av.VideoFrame) -> int:
+    """The rotation (degrees counter-clockwise, a multiple of 90 in 0..270) a frame's display matrix asks for;
+    phones store portrait video as landscape frames with -90 (= 270) here."""
+    try:
+        degrees = frame.rotation
+    except (AttributeError, ValueError):
+        return 0
+    return round(degrees / 90) % 4 * 90
+
+
 def probe(path: str | Path) -> VideoInfo:
-    """Read size, exact frame count, rate and per-frame timestamps of a video without decoding it all.
+    """Read size (as displayed: a rotated phone video's width and height are swapped), exact frame count, rate and per-frame timestamps of a video without decoding it all.
 
     Frames are counted from the demuxed packets (stream.frames is unreliable or zero in many containers)
     and the first frame is decoded to prove the file is readable. A file cut short (its header or index
@@ -195,10 +211,12 @@ def probe(path: str | Path) -> VideoInfo:
         first = _first_frame(container, stream, path)
         fps, duration = _rate_and_duration(pts, last_duration, stream)
         note = check_complete(path, container, stream, pts, last_duration, fps, lambda: _open_input(path))
+        rotation = display_rotation(first)
+        width, height = (first.height, first.width) if rotation % 180 else (first.width, first.height)
         return VideoInfo(
             path=path,
-            width=first.width,
-            height=first.height,
+            width=width,
+            height=height,
             frames=len(pts),
             fps=fps,
             duration_s=duration,
@@ -206,6 +224,8 @@ def probe(path: str | Path) -> VideoInfo:
             has_audio=bool(container.streams.audio),
             codec=stream.codec_context.name,
             completeness_note=note,
+            pix_fmt=first.format.name,
+            rotation=rotation,
         )
 
 
