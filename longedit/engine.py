@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-import resource
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -347,7 +346,9 @@ class StepKeeper:
 
 # ---------------------------------------------------------------------------------------- report
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from longedit.memory import peak_rss_bytes
+
+    return peak_rss_bytes()
 
 
 def _peak_vram(device: torch.device) -> int | None:
