@@ -464,6 +464,7 @@ def run_edit(
     report["preview"] = {"frames": prepared.info.frames, "source_frames": source_frames} if job.preview else None
     if job.report is not None:
         write_json_atomic(Path(job.report), report)
+    checkpoint.remove_run_state(work_dir, also=(MAPS_NAME, f"{MAPS_NAME}.count"))  # done: nothing left to resume
     return report
 
 

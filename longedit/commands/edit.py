@@ -177,7 +177,7 @@ def edit(
     attention_strips: Annotated[Optional[bool], typer.Option("--attention-strips", help="Write <output stem>.attention-<word>.png per object word: a few steps x a few frames of its attention.")] = None,
     tune: Annotated[Optional[int], typer.Option(metavar="STEPS", min=1, help="Tune-A-Video-tune the model on this clip first, for STEPS steps at the official settings (200 in the paper; `longedit tune` has every option), cached beside the output and reused by later edits of the clip [off].")] = None,
     preview: Annotated[Optional[str], typer.Option(metavar="[N]", help="Edit only the first N frames [one window] at the job's settings, with attention pictures, into <output stem>.preview.mp4 (+ .preview.json, .preview.attention.mp4, strips); the output itself is not touched.")] = None,
-    work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it.")] = None,
+    work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it. After a successful edit its checkpoint, inversion trajectory and attention maps are deleted (progress.json stays for `longedit status`).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
 ) -> None:
     """Edit INPUT with text: objects named by words of --prompt go to their regions (RAD), the rest stays (IRJS).
