@@ -60,7 +60,7 @@ def segmentation_memory(frames: int = 2000, short: int = 200, chunk: int = 64) -
     finally:
         tracemalloc.stop()
     return {
-        "frames": frames, "short": short, "chunk": chunk, "seconds": round(time.perf_counter() - started, 1), **peaks,
+        "frames": frames, "short_frames": short, "chunk": chunk, "seconds": round(time.perf_counter() - started, 1), **peaks,
         "tensor_ratio": peaks["long"]["tensors"] / max(1, peaks["short"]["tensors"]),
         "heap_growth_bytes": peaks["long"]["heap"] - peaks["short"]["heap"],
         "target": "tensors <= 1.2x, heap <= 1.2x + 256 KiB (a leaked 64x64 mask per frame would add ~7 MB)",
