@@ -87,13 +87,13 @@ def test_bad_preview_fails_first_and_writes_nothing(clip, tmp_path, capsys, monk
     assert list(tmp_path.iterdir()) == []
 
 
-def test_preview_key_of_a_job_file_is_checked(clip, tmp_path):
+def test_preview_key_of_a_job_file_is_checked(clip, tmp_path, capsys):
     write_job(tmp_path / "job.yaml", input=str(clip), preview=-1)
-    result = run_cli("validate", str(tmp_path / "job.yaml"))
-    assert result.returncode == 2 and "preview must be true (one window) or a number of frames" in result.stderr
+    code = main(["validate", str(tmp_path / "job.yaml")])  # in this process: a CLI subprocess paid the imports again
+    assert code == 2 and "preview must be true (one window) or a number of frames" in capsys.readouterr().err
     write_job(tmp_path / "ok.yaml", input=str(clip), output="clip-edited.mp4", preview=True)
-    result = run_cli("validate", str(tmp_path / "ok.yaml"))
-    assert result.returncode == 0 and f"output: {tmp_path / 'clip-edited.preview.mp4'}" in result.stdout
+    code = main(["validate", str(tmp_path / "ok.yaml")])
+    assert code == 0 and f"output: {tmp_path / 'clip-edited.preview.mp4'}" in capsys.readouterr().out
 
 
 @pytest.mark.slow
