@@ -83,6 +83,10 @@ CATALOGUE = [  # issue 12's list, as a new user types it: (argv, usage error?, w
     (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--window", "1"], True, "Error: Invalid value for '--window'"),
     (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--window", "1000"], True, "Error: Invalid value for '--window'"),
     (["run", "job.yaml"], False, "error: job file 'job.yaml': 'window' must be <= 32, got 1000 (use 4 to 32"),
+    # issue 22 family 7
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--preview", "-3"], False, "error: --preview -3: not a number of frames"),
+    (["eval", "clip.mp4", "clip.mp4", "--prompt", "a red car", "--object", "dog=1,1,20,20", "--json", "e.json"], False,
+     "error: word 'dog' is not in the prompt 'a red car'"),
 ]
 
 
