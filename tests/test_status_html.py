@@ -261,14 +261,19 @@ def test_a_script_url_as_output_name_is_never_a_clickable_script_link(tmp_path):
     assert "javascript:alert(2)" in text and 'href="javascript' not in text  # a missing file is text, not a link
 
 
-def test_attention_pictures_outside_the_jobs_folder_are_not_read_into_the_page(tmp_path):
+def test_attention_pictures_are_read_only_from_relative_paths_of_files(tmp_path):
+    """Relative paths as the worker writes them (beside the report, or up to an output folder elsewhere) are
+    read; an absolute path, a URL-like name or a folder in a report is not."""
     from longedit.jobs.html_report import attention_strips
 
     folder = tmp_path / "done" / "job"
     folder.mkdir(parents=True)
-    Image.new("RGB", (8, 4), "red").save(tmp_path / "secret.png")
+    Image.new("RGB", (8, 4), "red").save(tmp_path / "elsewhere.png")
     Image.new("RGB", (8, 4), "blue").save(folder / "strip.png")
-    report = {"attention_pictures": {"video": "../../secret.png", "strips": {
-        "ok": "strip.png", "up": "../../secret.png", "absolute": str(tmp_path / "secret.png")}}}
+    (folder / "video.mp4").write_bytes(b"x")
+    report = {"attention_pictures": {"video": str(folder / "video.mp4"), "strips": {
+        "ok": "strip.png", "up": "../../elsewhere.png", "absolute": str(tmp_path / "elsewhere.png"),
+        "url": "javascript:alert(1)", "folder": "."}}}
     strips, video = attention_strips(report, folder)
-    assert set(strips) == {"ok"} and video is None
+    assert set(strips) == {"ok", "up"} and video is None
+    assert attention_strips({"attention_pictures": {"video": "video.mp4"}}, folder)[1] == str(folder / "video.mp4")

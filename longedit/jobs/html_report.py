@@ -91,14 +91,16 @@ def attention_strips(report: dict, report_dir: Path) -> tuple[dict[str, str], st
 
 
 def _inside(folder: Path, relative: Any) -> Path | None:
-    """`folder / relative` when `relative` is a relative path that stays inside `folder`, else None
-    (a report others can write never points the page at files elsewhere)."""
-    if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
+    """`folder / relative` when `relative` is a relative path (as the engine and the worker write them: beside
+    the report, or up to an output folder elsewhere) naming a regular file, else None. An absolute path or a
+    URL-like name in a report is never followed."""
+    parts = Path(relative).parts if isinstance(relative, str) else ()
+    if not parts or Path(relative).is_absolute() or ":" in parts[0]:
         return None
-    path = folder / relative
+    path = Path(folder) / relative
     try:
-        return path if path.resolve().is_relative_to(Path(folder).resolve()) else None
-    except (OSError, ValueError):
+        return path if path.is_file() else None
+    except OSError:
         return None
 
 
