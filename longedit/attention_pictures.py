@@ -109,11 +109,29 @@ def disk_needs(job, frames: int, size: tuple[int, int], words: int, work_dir: Pa
 
 
 # -------------------------------------------------------------------------------------------- drawing
+#: Google's polynomial fit of the Turbo colour map (Anton Mikhailov, "Turbo, An Improved Rainbow Colormap for
+#: Visualization", Google AI blog 2019; GLSL approximation by Ruofei Du, Apache-2.0:
+#: https://gist.github.com/mikhailov-work/0d177465a8151eb6ede1768d51d476c7): per channel, the coefficients
+#: of 1, x, x^2, x^3, x^4, x^5. Used where matplotlib (which ships Turbo's exact table) is not installed.
+TURBO_POLYNOMIAL = np.array([
+    [0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943],
+    [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],
+    [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973],
+])
+
+
 def heat_colors(values: np.ndarray) -> np.ndarray:
-    """A jet-like colour map of values in [0, 1] -> uint8 RGB."""
-    x = np.clip(values, 0.0, 1.0)[..., None]
-    rgb = np.clip(1.5 - np.abs(4.0 * x - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-    return (rgb * 255).astype(np.uint8)
+    """The Turbo colour map of values in [0, 1] -> uint8 RGB: a perceptually ordered rainbow (dark blue, cyan,
+    green, yellow, red) without jet's false bands; matplotlib's table when installed, else Google's fit."""
+    x = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    try:
+        from matplotlib import colormaps
+
+        rgb = colormaps["turbo"](x)[..., :3]
+    except ImportError:
+        powers = x[..., None] ** np.arange(6)
+        rgb = np.clip(powers @ TURBO_POLYNOMIAL.T, 0.0, 1.0)
+    return np.round(rgb * 255).astype(np.uint8)
 
 
 def normalised(attention: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,23 @@ def read_progress(work_dir: Path) -> tuple[str, int] | None:
     except (TypeError, KeyError, ValueError):  # missing, replaced while reading, or not a checkpoint
         return None
     return (phase, step) if phase in PHASES else None
+
+
+def remove_run_state(work_dir: Path | None, also: Sequence[str] = ()) -> list[str]:
+    """After a successful edit (output and report fully written), delete its resumable state from `work_dir`:
+    the checkpoint (as large as the video's latents), the inversion trajectory and the files named in `also`
+    (the attention maps); names of the deleted files. Only these names, so a folder shared with other things
+    keeps them, and the progress file stays for `longedit status`. A rerun of the job then starts afresh, as
+    `longedit run` and `watch` do (they drop a finished job's whole work folder)."""
+    if work_dir is None:
+        return []
+    removed = []
+    for name in (CHECKPOINT_NAME, TRAJECTORY_NAME, *also):
+        path = Path(work_dir) / name
+        if path.is_file():
+            path.unlink()
+            removed.append(name)
+    return removed
 
 
 class Trajectory:

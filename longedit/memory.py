@@ -19,7 +19,7 @@ Three instruments, each for a different question:
 
 from __future__ import annotations
 
-import resource
+import sys
 import weakref
 from contextlib import contextmanager
 from collections.abc import Iterator
@@ -139,8 +139,27 @@ def module_bytes(*modules: torch.nn.Module) -> int:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set size so far, in bytes, on Linux, macOS and Windows.
+
+    Windows: psutil's peak working set. POSIX: `getrusage`'s `ru_maxrss` (`resource` is imported here, not at
+    module level, so that importing the engine works on Windows). Elsewhere the current RSS, a lower bound.
+    """
+    import psutil
+
+    info = psutil.Process().memory_info()
+    if getattr(info, "peak_wset", None) is not None:
+        return int(info.peak_wset)
+    try:
+        import resource
+    except ImportError:
+        return int(info.rss)
+    # Linux updates ru_maxrss lazily: a few pages under the RSS of this very moment, which is a peak too.
+    return max(int(info.rss), ru_maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, sys.platform))
+
+
+def ru_maxrss_bytes(ru_maxrss: int, platform: str) -> int:
+    """`ru_maxrss` in bytes: macOS reports bytes, Linux and the BSDs kibibytes."""
+    return int(ru_maxrss) * (1 if platform == "darwin" else 1024)
 
 
 def current_rss_bytes() -> int:

@@ -93,3 +93,30 @@ def word_tokens(tokenizer, prompt: str, word: str, mode: str = "all") -> WordTok
         indices = indices[-1:]
     notice = repeated_word_notice(bare, len(starts)) if wanted is None and len(starts) > 1 else None
     return WordTokens(word, indices, notice)
+
+
+def _plain_words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def check_words_in_prompt(words: list[str], prompt: str, option: str = "--prompt") -> None:
+    """Each object word (`WORD` or `WORD#N`) must occur in `prompt` as whole words, without a tokenizer
+    (for `longedit eval`, which loads no diffusion model; `edit` checks tokens with `word_tokens`)."""
+    prompt_words = _plain_words(prompt)
+    for word in words:
+        bare, wanted = split_occurrence(word)
+        wanted_words = _plain_words(bare)
+        count = sum(
+            prompt_words[start : start + len(wanted_words)] == wanted_words
+            for start in range(len(prompt_words) - len(wanted_words) + 1)
+        ) if wanted_words else 0
+        if count == 0:
+            raise UserError(
+                f"word '{bare}' is not in the prompt '{prompt}'",
+                f"name one of its words in --object, or give the edit's own prompt with {option}",
+            )
+        if wanted is not None and not 1 <= wanted <= count:
+            raise UserError(
+                f"'{word}' asks for occurrence {wanted} of '{bare}', but the prompt has it {_times(count)}",
+                f"write '{bare}#1' to '{bare}#{count}'" if count > 1 else f"write '{bare}'",
+            )

@@ -49,10 +49,46 @@ def test_drawing_helpers():
     mask[1:5, 1:5] = True
     border = outline(mask)
     assert border.sum() == 12 and not border[2:4, 2:4].any() and border[1, 1:5].all()
-    assert heat_colors(np.array([0.0, 1.0])).tolist() == [[0, 0, 127], [127, 0, 0]]
     assert spread(3, [0, 1, 2, 3, 4, 5, 6]) == [0, 3, 6] and spread(6, [2, 5]) == [2, 5]
     assert safe_word("wonder woman!") == "wonder_woman_"
     assert strip_path(Path("/x/clip-edited.mp4"), "duck") == Path("/x/clip-edited.attention-duck.png")
+
+
+def test_heat_colours_are_turbo_not_jet():
+    """Issue 26 item 5: the hand-made jet map (pure blue (0,0,127) at 0, (127,0,0) at 1) is Turbo now."""
+    ramp = heat_colors(np.linspace(0.0, 1.0, 101)).astype(int)
+    assert ramp.shape == (101, 3) and ramp.dtype == np.int64
+    low, high = ramp[0], ramp[-1]
+    assert low.tolist() != [0, 0, 127] and low.sum() < 150 and high.sum() < 200  # dark ends, not jet's saturated ones
+    assert high[0] > 3 * max(high[1], high[2])  # dark red at 1
+    brightest = int(np.argmax(ramp.sum(axis=1)))
+    assert 40 <= brightest <= 65 and ramp[brightest][1] > 200  # yellow-green in the middle
+    assert (ramp[:, 2].argmax() < ramp[:, 1].argmax() < ramp[:, 0].argmax())  # blue, then green, then red peaks
+    assert heat_colors(np.array([-1.0, 2.0])).tolist() == heat_colors(np.array([0.0, 1.0])).tolist()  # clipped
+
+
+def test_heat_colours_follow_matplotlibs_turbo_table_where_installed():
+    colormaps = pytest.importorskip("matplotlib").colormaps
+    values = np.linspace(0.0, 1.0, 256)
+    exact = np.round(colormaps["turbo"](values)[:, :3] * 255)
+    assert np.abs(heat_colors(values).astype(int) - exact).max() <= 1
+
+
+def test_the_fallback_polynomial_stays_near_turbos_published_ends(monkeypatch):
+    """Without matplotlib, Google's fit: within a few levels of Turbo's table at its middle, close at its ends."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    ends = heat_colors(np.array([0.0, 1.0])).astype(int)
+    published = np.round(np.array([[0.18995, 0.07176, 0.23217], [0.47960, 0.01583, 0.01055]]) * 255)  # Turbo's LUT
+    assert np.abs(ends - published).max() <= 35
 
 
 def test_a_watched_job_with_its_output_elsewhere_gets_paths_relative_to_its_report(tmp_path):

@@ -141,3 +141,27 @@ def test_a_hand_made_checkpoint_with_a_valid_checksum_but_nonsense_inside_is_ign
         notices: list[str] = []
         assert checkpoint.load(tmp_path, "abc", notices) is None
         assert len(notices) == 1 and reason in notices[0] and notices[0].startswith("ignoring the checkpoint"), notices
+def test_a_finished_edit_leaves_only_its_progress_file_in_the_work_folder(clip, tmp_path, one_torch_thread) -> None:
+    """Issue 22 family 7: `--work-dir` kept checkpoint.pt (the latents of the whole video), the inversion
+    trajectory and the attention maps after a successful edit; now only `progress.json` (for `status`) stays."""
+    from longedit.cli import main
+    from longedit.progress import read_progress_file
+
+    work, out = tmp_path / "work", tmp_path / "out.mp4"
+    (work / "notes").mkdir(parents=True)
+    (work / "notes" / "mine.txt").write_text("not the engine's")  # a shared folder keeps what is not ours
+    code = main(["edit", str(clip), "-o", str(out), "--model", "tiny", "--quiet", "--steps", "2", "--size", "64",
+                 "--source-prompt", "a car on a road", "--prompt", "a red car on a road", "--object", "car=1,1,30,30",
+                 "--source-noise", "inversion", "--attention-strips", "--checkpoint-every", "1", "--work-dir", str(work)])
+    assert code == 0 and out.is_file() and (tmp_path / "out.attention-car.png").is_file()
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == ["notes", "notes/mine.txt", "progress.json"]
+    assert read_progress_file(work)["fraction"] == 1.0
+
+
+def test_remove_run_state_deletes_only_its_own_files(tmp_path: Path) -> None:
+    for name in (CHECKPOINT_NAME, checkpoint.TRAJECTORY_NAME, "maps.f16", "progress.json", "other.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = checkpoint.remove_run_state(tmp_path, also=("maps.f16", "absent.f16"))
+    assert removed == [CHECKPOINT_NAME, checkpoint.TRAJECTORY_NAME, "maps.f16"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pt", "progress.json"]
+    assert checkpoint.remove_run_state(None) == []

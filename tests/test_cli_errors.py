@@ -104,6 +104,10 @@ CATALOGUE = [  # issue 12's list, as a new user types it: (argv, usage error?, w
      "error: --start 10 is not before --end 5"),
     (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--start", "0:00:09"], False,
      "error: --start 0:00:09 is at or past the end of the video"),
+    # issue 22 family 7
+    (["edit", "clip.mp4", "-o", "out.mp4", *EDIT, "--object", "car=1,1,20,20", "--preview", "-3"], False, "error: --preview -3: not a number of frames"),
+    (["eval", "clip.mp4", "clip.mp4", "--prompt", "a red car", "--object", "dog=1,1,20,20", "--json", "e.json"], False,
+     "error: word 'dog' is not in the prompt 'a red car'"),
 ]
 JOB_FILES = {
     "job.yaml": JOB,

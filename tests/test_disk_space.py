@@ -45,13 +45,24 @@ def _job(clip: Path, out: Path, **keys) -> EditJob:
                    prompt="a red car on a road", objects=parse_object_args(["car=1,1,30,30"]), **keys)
 
 
+def monkeypatch_keep_run_state() -> pytest.MonkeyPatch:
+    """Keep a finished job's checkpoint and trajectory (`checkpoint.remove_run_state` a no-op) to measure them."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(engine.checkpoint, "remove_run_state", lambda *args, **kwargs: [])
+    return patch
+
+
 def test_the_estimates_bound_what_a_real_run_writes(clip, tmp_path, one_torch_thread):
     work, out = tmp_path / "work", tmp_path / "out.mp4"
     job = _job(clip, out, window=4, checkpoint_every=1, source_noise="inversion", report=tmp_path / "r.json")
     output_need, work_need = engine.disk_needs(job, engine.prepare(job), work)
     assert (output_need.what, output_need.folder) == ("the output video", tmp_path)
     assert (work_need.what, work_need.folder) == ("the checkpoint folder", work)
-    engine.run_edit(job, work_dir=work, progress=False)
+    kept = monkeypatch_keep_run_state()
+    try:
+        engine.run_edit(job, work_dir=work, progress=False)  # measured before a finished job's state is removed
+    finally:
+        kept.undo()
     checkpoint = (work / "checkpoint.pt").stat().st_size
     trajectory = (work / "inversion-trajectory.f16").stat().st_size
     peak = 2 * checkpoint + trajectory  # an atomic save holds the old and the new checkpoint at once

@@ -397,6 +397,37 @@ def test_mismatched_videos_exit_2_and_write_nothing(clips, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_an_edit_at_another_frame_rate_is_refused_with_one_line(clips, tmp_path, capsys):
+    """Issue 22 family 7: an edit written at 30 fps (or 23.976) of a 24 fps source was measured as if in step."""
+    from fractions import Fraction
+
+    source, copy, other = clips
+    out = tmp_path / "eval.json"
+    for fps in (Fraction(30), Fraction(24000, 1001)):
+        edited = make_clip(tmp_path / f"at-{float(fps):.3f}.mp4", frames=6, width=64, height=64, fps=fps).path
+        assert main(["eval", str(source), str(edited), "--object", "cat=8,8,24,24", "--json", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "runs at 24.000 fps" in err and f"at {float(fps):.3f} fps" in err
+        assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert main(["eval", str(source), str(other), "--object", "cat=8,8,24,24", "--lpips", "none"]) == 0  # same rate, mkv
+
+
+def test_an_object_word_not_in_the_prompt_is_refused_as_edit_refuses_it(clips, tmp_path, capsys):
+    source, copy, _ = clips
+    out = tmp_path / "eval.json"
+    for word in ("dog", "cat#2", "ca"):
+        code = main(["eval", str(source), str(copy), "--prompt", "a cat on a mat", "--object", f"{word}=8,8,24,24",
+                     "--lpips", "none", "--json", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    for word in ("cat", "Cat", "mat#1", "red car", "shirt"):  # whole words, any case, several in a row, as CLIP splits
+        prompt = "a cat's t-shirt on a mat by a red car"
+        assert main(["eval", str(source), str(copy), "--prompt", prompt, "--object", f"{word}=8,8,24,24", "--lpips", "none"]) == 0
+    assert main(["eval", str(source), str(copy), "--object", "dog=8,8,24,24", "--lpips", "none"]) == 0  # no prompt: no check
+
+
 def test_cli_with_a_mask_folder_and_an_open_vocabulary_detector(clips, tiny_owl_dir, tmp_path):
     from longedit.segmentation import save_mask_folder
 

@@ -145,26 +145,34 @@ def test_sigterm_mid_edit_exits_0_and_the_job_resumes(tmp_path, reference):
     assert row["state"] == "done" and row["attempts"] == 1 and row["peak_rss_mb"] > 0
 
 
-def test_validate_checks_with_the_engine_and_prints_a_summary(tmp_path, reference):
+def test_validate_checks_with_the_engine_and_prints_a_summary(tmp_path, reference, capsys):
+    """In this process (`main`), not three CLI subprocesses: each paid the torch/diffusers import again."""
+    from longedit.cli import main
+
+    def validate(*files: Path) -> tuple[int, str, str]:
+        code = main(["validate", *map(str, files)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
     shutil.copyfile(reference["clip"], tmp_path / "clip.mp4")
     good = write_job(tmp_path / "good.yaml", input="clip.mp4", **JOB)
     typo = write_job(tmp_path / "typo.yaml", input="clip.mp4", stepz=3)
     word = write_job(tmp_path / "word.yaml", input="clip.mp4", objects=[{"word": "dragon", "box": [8, 8, 40, 40]}])
     box = write_job(tmp_path / "box.yaml", input="clip.mp4", objects=[{"word": "robot", "box": [8, 8, 400, 40]}])
 
-    result = run_cli("validate", str(good))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"OK {good}"
-    assert "  frames: 4" in result.stdout and '"robot"' in result.stdout
+    code, out, err = validate(good)
+    assert code == 0, err
+    assert out.splitlines()[0] == f"OK {good}"
+    assert "  frames: 4" in out and '"robot"' in out
 
-    result = run_cli("validate", str(typo))
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith(f"error: job file '{typo}': unknown key 'stepz' (did you mean 'steps'? known keys:")
-    assert len(result.stderr.strip().splitlines()) == 1
+    code, out, err = validate(typo)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: job file '{typo}': unknown key 'stepz' (did you mean 'steps'? known keys:")
+    assert len(err.strip().splitlines()) == 1
 
-    result = run_cli("validate", str(good), str(word), str(box))
-    assert result.returncode == 2
-    assert f"OK {good}" in result.stdout
-    errors = result.stderr.strip().splitlines()
+    code, out, err = validate(good, word, box)
+    assert code == 2
+    assert f"OK {good}" in out
+    errors = err.strip().splitlines()
     assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
     assert "dragon" in errors[0]

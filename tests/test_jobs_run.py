@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from test_jobs_helpers import cli_env, longedit_cmd, run_cli, wait_for, write_job
+from test_jobs_helpers import cli_env, longedit_cmd, wait_for, write_job
 from typer.testing import CliRunner
 
 from longedit.commands import jobs as jobs_commands
@@ -100,14 +100,18 @@ def test_run_sigterm_checkpoints_and_exits_0(tmp_path, clip):
     assert len(list(work.glob("a-*/started"))) == 1  # the work folder is kept for the resume
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    result = run_cli("watch", str(tmp_path), "--address", "ray://x:10001", "--once")
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: --address is only used with --backend ray (add --backend ray or drop --address)"
-    result = run_cli("status", str(tmp_path))
-    assert result.returncode == 2 and result.stderr.startswith("error: ") and "not a watched folder" in result.stderr
-    result = run_cli("run", str(tmp_path / "missing.yaml"))
-    assert result.returncode == 2 and "does not exist" in result.stderr
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from longedit.cli import main
+
+    # In this process (`main`): three CLI subprocesses paid the torch/diffusers import three times.
+    assert main(["watch", str(tmp_path), "--address", "ray://x:10001", "--once"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --address is only used with --backend ray (add --backend ray or drop --address)"
+    assert main(["status", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a watched folder" in err and len(err.strip().splitlines()) == 1
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("runner", ["failing_runner", "user_error_runner"])

@@ -36,6 +36,7 @@ def test_preview_flag_takes_an_optional_number():
     assert optional_preview_value(["edit", "a.mp4", "--preview"]) == ["edit", "a.mp4", "--preview", "window"]
     assert optional_preview_value(["edit", "a.mp4", "--preview", "12"]) == ["edit", "a.mp4", "--preview", "12"]
     assert optional_preview_value(["edit", "--preview=3"]) == ["edit", "--preview=3"]
+    assert optional_preview_value(["edit", "--preview", "-3", "-o", "b.mp4"]) == ["edit", "--preview", "-3", "-o", "b.mp4"]
     assert optional_preview_value(["status", "--preview"]) == ["status", "--preview"]
 
 
@@ -71,6 +72,8 @@ def test_preview_of_n_frames(clip, tmp_path):
         (["--object", "robot=10,10,50,40", "--preview"], "word 'robot' is not in the prompt"),
         (["--object", "duck=10,10,50,40@40", "--preview"], "past the end of the video"),  # checked on the whole video
         (["--object", "duck=10,10,50,40", "--preview", "0"], "--preview 0"),
+        (["--object", "duck=10,10,50,40", "--preview", "-3"], "error: --preview -3: not a number of frames"),  # was "No such option"
+        (["--preview", "1.5", "--object", "duck=10,10,50,40"], "error: --preview 1.5: not a number of frames"),
     ],
 )
 def test_bad_preview_fails_first_and_writes_nothing(clip, tmp_path, capsys, monkeypatch, extra, message):
@@ -84,13 +87,13 @@ def test_bad_preview_fails_first_and_writes_nothing(clip, tmp_path, capsys, monk
     assert list(tmp_path.iterdir()) == []
 
 
-def test_preview_key_of_a_job_file_is_checked(clip, tmp_path):
+def test_preview_key_of_a_job_file_is_checked(clip, tmp_path, capsys):
     write_job(tmp_path / "job.yaml", input=str(clip), preview=-1)
-    result = run_cli("validate", str(tmp_path / "job.yaml"))
-    assert result.returncode == 2 and "preview must be true (one window) or a number of frames" in result.stderr
+    code = main(["validate", str(tmp_path / "job.yaml")])  # in this process: a CLI subprocess paid the imports again
+    assert code == 2 and "preview must be true (one window) or a number of frames" in capsys.readouterr().err
     write_job(tmp_path / "ok.yaml", input=str(clip), output="clip-edited.mp4", preview=True)
-    result = run_cli("validate", str(tmp_path / "ok.yaml"))
-    assert result.returncode == 0 and f"output: {tmp_path / 'clip-edited.preview.mp4'}" in result.stdout
+    code = main(["validate", str(tmp_path / "ok.yaml")])
+    assert code == 0 and f"output: {tmp_path / 'clip-edited.preview.mp4'}" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -214,3 +214,66 @@ def test_headless_chromium_shows_the_jobs(watched, tmp_path):
     assert _find(shot, np.asarray(_image(robot["source"])))  # the source | edited thumbnails were drawn
     assert _find(shot, np.asarray(_image(robot["edited"])))
     assert _find(shot, np.asarray(_image(robot["attention of 'robot'"])))
+
+
+def _page_links(text: str) -> list[str]:
+    class Links(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hrefs: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "a":
+                self.hrefs.append(dict(attrs)["href"])
+
+    links = Links()
+    links.feed(text)
+    return links.hrefs
+
+
+def _details(folder: Path, **job) -> dict:
+    thumbs = {"source": (None, "source video not found"), "edited": (None, "edited video not found")}
+    return {"name": "j", "state": "done", "attempts": 1, "duration": "1s", "started": None, "note": "", "settings": {},
+            "thumbs": thumbs, "attention": {}, "attention_video": None, "metrics": [], "error": None, "fix": None,
+            "folder": str(folder), "output": None, **job}
+
+
+def test_a_script_url_as_output_name_is_never_a_clickable_script_link(tmp_path):
+    """Issue 22 family 7: an output named `javascript:...` beside the page was an href that ran the script."""
+    from urllib.parse import unquote
+
+    from longedit.jobs.html_report import render_html
+
+    hostile = tmp_path / "javascript:alert(document.cookie)"
+    hostile.write_bytes(b"not a video")
+    video = tmp_path / "sub dir" / "a&b.mp4"
+    video.parent.mkdir()
+    video.write_bytes(b"x")
+    data = {"root": str(tmp_path), "counts": {s: 0 for s in STATE_COLOURS}, "generated_at": 0.0, "details": [
+        _details(tmp_path, name="evil", output=str(hostile), attention_video="javascript:alert(2)"),
+        _details(tmp_path, name="fine", output=str(video)),
+    ]}
+    text = render_html(data, tmp_path)
+    hrefs = _page_links(text)
+    assert hrefs == ["./javascript%3Aalert%28document.cookie%29", "./sub%20dir/a%26b.mp4"]
+    for href in hrefs:  # relative file paths that still name the files
+        assert ":" not in href and (tmp_path / unquote(href)).is_file()
+    assert "javascript:alert(2)" in text and 'href="javascript' not in text  # a missing file is text, not a link
+
+
+def test_attention_pictures_are_read_only_from_relative_paths_of_files(tmp_path):
+    """Relative paths as the worker writes them (beside the report, or up to an output folder elsewhere) are
+    read; an absolute path, a URL-like name or a folder in a report is not."""
+    from longedit.jobs.html_report import attention_strips
+
+    folder = tmp_path / "done" / "job"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 4), "red").save(tmp_path / "elsewhere.png")
+    Image.new("RGB", (8, 4), "blue").save(folder / "strip.png")
+    (folder / "video.mp4").write_bytes(b"x")
+    report = {"attention_pictures": {"video": str(folder / "video.mp4"), "strips": {
+        "ok": "strip.png", "up": "../../elsewhere.png", "absolute": str(tmp_path / "elsewhere.png"),
+        "url": "javascript:alert(1)", "folder": "."}}}
+    strips, video = attention_strips(report, folder)
+    assert set(strips) == {"ok", "up"} and video is None
+    assert attention_strips({"attention_pictures": {"video": "video.mp4"}}, folder)[1] == str(folder / "video.mp4")

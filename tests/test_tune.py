@@ -444,3 +444,27 @@ def test_a_job_that_tunes_first_says_so_in_its_progress_file(clip, tmp_path):
     final = json.loads((tmp_path / "work" / PROGRESS_NAME).read_text())
     assert final["phase"] == "tune" and final["fraction"] == 1.0
     assert final["phases"] == [{"name": "tune", "done": 3, "total": 3}]
+
+
+def test_quiet_tune_prints_only_its_summary(clip, tmp_path):
+    """Issue 22 family 7: `tune --quiet` printed transformers' notices and a "Writing model shards" bar."""
+    from test_jobs_helpers import run_cli
+
+    result = run_cli("tune", str(clip), "--prompt", PROMPT, "-o", str(tmp_path / "tav"), "--model", "tiny",
+                     "--steps", "1", "--frames", "4", "--size", "64", "--quiet", OMP_NUM_THREADS="1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""  # no library warning, no progress bar
+    assert result.stdout.startswith(f"wrote {tmp_path / 'tav'}: Tune-A-Video on tiny, 1 steps") and len(result.stdout.splitlines()) == 3
+
+
+def test_quiet_libraries_restores_what_it_found():
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from longedit.quiet import quiet_libraries
+
+    before = (transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled(), diffusers_logging.get_verbosity())
+    with quiet_libraries():
+        assert transformers_logging.get_verbosity() == transformers_logging.ERROR
+        assert not transformers_logging.is_progress_bar_enabled() and not diffusers_logging.is_progress_bar_enabled()
+    assert (transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled(), diffusers_logging.get_verbosity()) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from longedit.errors import UserError
 WINDOW_MIN, WINDOW_MAX = field_bounds("window")  # declared once, on EditJob.window (job files get the same range)
 
 PREVIEW_ONE_WINDOW = "window"  # `--preview` without a number
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)$")
 
 
 def optional_preview_value(argv: list[str]) -> list[str]:
@@ -32,7 +34,7 @@ def optional_preview_value(argv: list[str]) -> list[str]:
         out.append(arg)
         if arg == "--preview":
             following = argv[position + 1] if position + 1 < len(argv) else None
-            if following is None or not following.isdigit():
+            if following is None or not _NUMBER.match(following):  # a number, even a bad one (-3, 1.5), is its value
                 out.append(PREVIEW_ONE_WINDOW)
     return out
 
@@ -44,7 +46,7 @@ def preview_value(value: str | None) -> bool | int | None:
     if value == PREVIEW_ONE_WINDOW:
         return True
     if not value.isdigit() or int(value) < 1:
-        raise UserError(f"--preview {value}: not a number of frames", "write --preview (one window) or --preview N, N >= 1")
+        raise UserError(f"--preview {value}: not a number of frames >= 1", "write --preview (one window) or --preview N, N >= 1")
     return int(value)
 
 
@@ -167,7 +169,7 @@ def edit(
     attention_strips: Annotated[Optional[bool], typer.Option("--attention-strips", help="Write <output stem>.attention-<word>.png per object word: a few steps x a few frames of its attention.")] = None,
     tune: Annotated[Optional[int], typer.Option(metavar="STEPS", min=1, help="Tune-A-Video-tune the model on this clip first, for STEPS steps at the official settings (200 in the paper; `longedit tune` has every option), cached beside the output and reused by later edits of the clip [off].")] = None,
     preview: Annotated[Optional[str], typer.Option(metavar="[N]", help="Edit only the first N frames [one window] at the job's settings, with attention pictures, into <output stem>.preview.mp4 (+ .preview.json, .preview.attention.mp4, strips); the output itself is not touched.")] = None,
-    work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it.")] = None,
+    work_dir: Annotated[Optional[Path], typer.Option(help="Folder for checkpoints: a rerun with the same job resumes from it. After a successful edit its checkpoint, inversion trajectory and attention maps are deleted (progress.json stays for `longedit status`).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")] = True,
 ) -> None:
     """Edit INPUT with text: objects named by words of --prompt go to their regions (RAD), the rest stays (IRJS).

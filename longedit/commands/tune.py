@@ -82,7 +82,7 @@ def tune(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     local_files_only: Annotated[bool, typer.Option("--local-files-only", help="Never reach the hub.")] = False,
     work_dir: Annotated[Optional[Path], typer.Option(help="Latent cache and checkpoints; a rerun with the same arguments resumes [.OUTPUT.tune-work beside -o].")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bar with loss and ETA.")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--quiet", help="Progress bar with loss and ETA; --quiet also silences the libraries' warnings and bars.")] = True,
 ) -> None:
     """Tune Tune-A-Video on CLIP (one shot, official ReAtCo settings) and write a model folder for `longedit edit`.
 
@@ -93,6 +93,7 @@ def tune(
     """
     from longedit.config import default_model
     from longedit.commands.jobs import graceful_stop
+    from longedit.quiet import quiet_libraries
     from longedit.tune.trainer import tune_clip
 
     settings = _settings(
@@ -107,7 +108,7 @@ def tune(
     work = work_dir or default_work_dir(output)
     stop = threading.Event()
     try:
-        with graceful_stop(stop.set):
+        with graceful_stop(stop.set), quiet_libraries(not progress):
             info = tune_clip(
                 clip, prompt, output, settings, model=model or default_model(), work_dir=work, device=device,
                 local_files_only=local_files_only, progress=progress, stop_event=stop,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import time
 from pathlib import Path
 
@@ -21,7 +20,9 @@ TINY_WARNING = "--model tiny is a random model for smoke runs: its output is not
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from longedit.memory import peak_rss_bytes
+
+    return peak_rss_bytes()
 
 
 def _peak_vram(device: torch.device) -> int | None:

@@ -19,7 +19,7 @@ from longedit.engine.denoise import StepHook, loop_resources, run_denoise
 from longedit.engine.invert import run_inversion
 from longedit.engine.keeper import StepKeeper, job_fingerprint
 from longedit.engine.masks import restore_or_build_masks
-from longedit.engine.pictures import draw_attention_pictures, picture_store
+from longedit.engine.pictures import MAPS_NAME, draw_attention_pictures, picture_store
 from longedit.engine.plan import build_editor, latent_grid, loop_settings, plan_fusion_for, plan_run
 from longedit.engine.prepare import Prepared, check_disk, prepare, resolve_words
 from longedit.engine.progress import job_progress
@@ -112,4 +112,6 @@ def run_stages(
     report["preview"] = {"frames": prepared.info.frames, "source_frames": source_frames} if job.preview else None
     if job.report is not None:
         write_json_atomic(Path(job.report), report)
+    if write:  # done: nothing left to resume
+        checkpoint.remove_run_state(work_dir, also=(MAPS_NAME, f"{MAPS_NAME}.count"))
     return EditRun(job, prepared, backbone, masks, latents, report)

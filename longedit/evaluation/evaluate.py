@@ -18,6 +18,7 @@ from longedit.evaluation.placement import Placement, load_detector
 from longedit.evaluation.regions import iter_regions, resolve_objects
 from longedit.evaluation.relations import RelationScore, find_relations
 from longedit.evaluation.temporal import TemporalConsistency
+from longedit.words import check_words_in_prompt
 
 
 @dataclass
@@ -62,6 +63,20 @@ def check_same_shape(source, edited) -> tuple[int, int] | None:
     )
 
 
+#: Rates closer than this (relative) are the same rate written two ways (24 vs 23.976 is 0.1 % apart).
+RATE_TOLERANCE = 5e-4
+
+
+def check_same_rate(source, edited) -> None:
+    """The edit must play at the source's frame rate: frames compared one for one are otherwise not the same
+    moments (an edit re-encoded at another fps keeps the frame count only by dropping or repeating frames)."""
+    if abs(source.fps - edited.fps) > RATE_TOLERANCE * max(source.fps, edited.fps):
+        raise UserError(
+            f"'{source.path}' runs at {float(source.fps):.3f} fps but '{edited.path}' at {float(edited.fps):.3f} fps",
+            "compare a video with its own edit, written at the source's frame rate",
+        )
+
+
 def _fidelity(psnr: list, ssim: list, lpips: list, lpips_reason: str | None) -> dict:
     empty = "the regions cover every frame: no background"
     return {
@@ -85,11 +100,14 @@ def evaluate_videos(source_path: Path, edited_path: Path, settings: EvalSettings
 
     source, edited = probe(source_path), probe(edited_path)
     crop = check_same_shape(source, edited)
+    check_same_rate(source, edited)
     width, height = crop or (source.width, source.height)
     objects = settings.object_specs if settings.object_specs is not None else resolve_objects(settings.objects, settings.masks)
     if not objects:
         raise UserError("no regions given", "give --object WORD=x0,y0,x1,y1[@FRAME] or --masks DIR")
     words = [o.word for o in objects]
+    if settings.prompt.strip():
+        check_words_in_prompt(words, settings.prompt)
     regions = iter_regions(objects, source.frames, source.width, source.height, settings.margin)
 
     lpips_metric, lpips_reason = load_lpips(settings.lpips, settings.local_files_only)

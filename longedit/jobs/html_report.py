@@ -12,13 +12,13 @@ failed page. Data (`collect_report`) and markup (`render_html`) are separate so 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from longedit import atomic
 from longedit.errors import UserError
@@ -75,16 +75,33 @@ def attention_strips(report: dict, report_dir: Path) -> tuple[dict[str, str], st
     pictures = report.get("attention_pictures") if isinstance(report.get("attention_pictures"), dict) else {}
     strips = {}
     for word, relative in (pictures.get("strips") or {}).items():
+        path = _inside(report_dir, relative)
+        if path is None:
+            continue  # not a file path inside the job's folder: shown as missing below
         try:
-            with Image.open(report_dir / relative) as image:
+            with Image.open(path) as image:
                 image = image.convert("RGB")
                 if image.width > MAX_STRIP_WIDTH:
                     image = image.resize((MAX_STRIP_WIDTH, max(1, round(image.height * MAX_STRIP_WIDTH / image.width))))
                 strips[str(word)] = _data_uri(image, "PNG")
         except OSError:
             continue  # listed but gone: shown as missing below
-    video = pictures.get("video")
-    return strips, (str(report_dir / video) if video else None)
+    video = _inside(report_dir, pictures.get("video"))
+    return strips, (str(video) if video else None)
+
+
+def _inside(folder: Path, relative: Any) -> Path | None:
+    """`folder / relative` when `relative` is a relative path (as the engine and the worker write them: beside
+    the report, or up to an output folder elsewhere) naming a regular file, else None. An absolute path or a
+    URL-like name in a report is never followed."""
+    parts = Path(relative).parts if isinstance(relative, str) else ()
+    if not parts or Path(relative).is_absolute() or ":" in parts[0]:
+        return None
+    path = Path(folder) / relative
+    try:
+        return path if path.is_file() else None
+    except OSError:
+        return None
 
 
 def split_fix(message: str) -> tuple[str, str | None]:
@@ -254,22 +271,7 @@ def collect_report(root: Path, *, stale_after: float = 120.0, now: float | None 
 
 
 # ---------------------------------------------------------------------------------------- markup
-_STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 16px; color: #222; background: #fff; }
-h1 { font-size: 20px; margin: 0 0 4px; } .summary { margin: 0 0 16px; color: #555; }
-.job { display: flex; gap: 12px; border-top: 1px solid #ddd; padding: 12px 0; }
-.block { width: 24px; min-width: 24px; height: 24px; }
-.head { font-size: 16px; } .name { font-weight: 600; } .state { text-transform: uppercase; font-size: 12px; }
-.body { flex: 1; min-width: 0; } .muted { color: #666; }
-table { border-collapse: collapse; margin: 6px 0; } td { padding: 1px 10px 1px 0; vertical-align: top; }
-.thumbs img, .attention img { display: block; margin: 2px 0; image-rendering: auto; }
-.error { background: #fdecee; border-left: 4px solid rgb(215,40,60); padding: 6px 10px; margin: 6px 0; }
-.fix { margin: 4px 0 0; }
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+TEMPLATE = "morning_report.html"
 
 
 def _text(value: Any) -> str:
@@ -277,70 +279,45 @@ def _text(value: Any) -> str:
     return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
-def _rows(pairs) -> str:
-    return "".join(f"<tr><td class=\"key\">{_e(k)}</td><td class=\"value\">{_e(_text(v))}</td></tr>" for k, v in pairs)
+def safe_link(path: str | os.PathLike | None, base: Path) -> str | None:
+    """A link from the page's folder `base` to the existing file `path`, or None (then the page shows text).
 
-
-def _picture(label: str, uri: str | None, note: str, css: str) -> str:
-    if uri is None:
-        return f"<div class=\"{css} missing\">{_e(label)}: {_e(note)}</div>"
-    return f"<div class=\"{css}\"><div class=\"muted\">{_e(label)} ({_e(note)})</div><img alt=\"{_e(label)}\" src=\"{uri}\"></div>"
-
-
-def _job_html(job: dict, base: Path) -> str:
-    colour = "rgb({},{},{})".format(*STATE_COLOURS.get(job["state"], (0, 0, 0)))
-    parts = [
-        f"<section class=\"job\" data-name=\"{_e(job['name'])}\" data-state=\"{_e(job['state'])}\">",
-        f"<div class=\"block\" style=\"background:{colour}\"></div><div class=\"body\">",
-        f"<div class=\"head\"><span class=\"name\">{_e(job['name'])}</span> <span class=\"state\">{_e(job['state'])}</span>"
-        f" <span class=\"muted\">attempts {_e(job['attempts'])}, duration <span class=\"duration\">{_e(job['duration'])}</span>"
-        f"{', ' + _e(job['note']) if job['note'] and job['state'] not in ('done', 'failed') else ''}</span></div>",
-    ]
-    if job["error"]:
-        parts.append(f"<div class=\"error\"><div class=\"problem\">{_e(job['error'])}</div>"
-                     f"<div class=\"fix\">fix: {_e(job['fix'])}</div></div>")
-    if job["settings"]:
-        parts.append(f"<table class=\"settings\">{_rows(job['settings'].items())}</table>")
-    parts.append("<div class=\"thumbs\">")
-    for label in ("source", "edited"):
-        uri, note = job["thumbs"][label]
-        parts.append(_picture(label, uri, note, f"thumb {label}"))
-    parts.append("</div>")
-    if job["attention"]:
-        parts.append("<div class=\"attention\">")
-        for word, uri in job["attention"].items():
-            parts.append(_picture(f"attention of '{word}'", uri, "per frame", "strip"))
-        parts.append("</div>")
-    elif job["state"] == "done":
-        parts.append("<div class=\"attention missing\">no attention pictures</div>")
-    if job["attention_video"]:
-        parts.append(f"<div><a href=\"{_e(_link(job['attention_video'], base))}\">attention video</a></div>")
-    if job["output"]:
-        parts.append(f"<div><a class=\"output\" href=\"{_e(_link(job['output'], base))}\">{_e(job['output'])}</a></div>")
-    if job["metrics"]:
-        parts.append(f"<table class=\"metrics\">{_rows(job['metrics'])}</table>")
-    parts.append("</div></section>")
-    return "\n".join(parts)
-
-
-def _link(path: str, base: Path) -> str:
-    """A link from the page's folder to `path` (relative, so the folder can be copied as a unit)."""
+    Built only from a relative file path, each part percent-quoted (so ':' never starts a scheme such as
+    `javascript:`), and prefixed with `./` so the first part is never read as one; the folder can be copied as a unit.
+    """
+    if not path:
+        return None
     try:
-        return Path(os.path.relpath(path, base)).as_posix()
-    except ValueError:  # another drive
-        return Path(path).as_uri()
+        target = Path(path).resolve()
+        if not target.is_file():
+            return None
+        relative = Path(os.path.relpath(target, Path(base).resolve()))
+    except (OSError, ValueError):  # unreadable, or on another drive: no relative link exists
+        return None
+    link = "/".join(quote(part, safe="") for part in relative.parts)
+    return link if link.startswith("../") else f"./{link}"
+
+
+def _environment(base: Path):
+    """The Jinja2 environment of the page: autoescape on, `setting` and `safe_link` filters."""
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("longedit.jobs", "templates"), autoescape=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=False, lstrip_blocks=False, keep_trailing_newline=True,
+    )
+    environment.filters["setting"] = _text
+    environment.filters["safe_link"] = lambda path: safe_link(path, base)
+    return environment
 
 
 def render_html(data: dict[str, Any], base: Path) -> str:
-    """The page for `collect_report`'s data; links are relative to `base` (the page's folder)."""
-    counts = ", ".join(f"{data['counts'][s]} {s}" for s in ORDER)
-    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(data["generated_at"]))
-    jobs = "\n".join(_job_html(job, base) for job in data["details"]) or "<p>no jobs</p>"
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>longedit: {_e(data['root'])}</title><style>{_STYLE}</style></head><body>\n"
-        f"<h1>{_e(data['root'])}</h1><p class=\"summary\">{_e(counts)} &middot; generated {_e(stamp)}</p>\n"
-        f"{jobs}\n</body></html>\n"
+    """The page for `collect_report`'s data (the `templates/morning_report.html` Jinja2 template, autoescaped);
+    links are relative to `base` (the page's folder)."""
+    jobs = [{**job, "colour": "rgb({},{},{})".format(*STATE_COLOURS.get(job["state"], (0, 0, 0)))} for job in data["details"]]
+    return _environment(base).get_template(TEMPLATE).render(
+        root=str(data["root"]), counts=", ".join(f"{data['counts'][s]} {s}" for s in ORDER),
+        stamp=time.strftime("%Y-%m-%d %H:%M", time.localtime(data["generated_at"])), jobs=jobs,
     )
 
 

@@ -2,10 +2,10 @@
 
 `CACHE/<key>/` is a finished Tune-A-Video folder, where the key hashes the clip's bytes, the base model,
 the source prompt and the tuning settings (`longedit.tune.trainer.tune_key`); it is published by one
-rename, so a folder that exists is complete. While a worker tunes, it holds `CACHE/.<key>.lock` (flock),
+rename, so a folder that exists is complete. While a worker tunes, it holds `CACHE/.<key>.lock` (`filelock`),
 and its checkpoints are in `CACHE/.<key>.work/`: another worker (thread or process) that needs the same
 model waits for the lock and then finds the folder; a worker stopped mid-tuning leaves the checkpoints,
-and whoever tunes that key next resumes them. Where flock does not reach (hosts without a shared lock
+and whoever tunes that key next resumes them. Where the lock does not reach (hosts without a shared lock
 manager) two workers may both tune; the first rename wins and the other uses its folder.
 """
 
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from longedit.config import TuneSettings
 from longedit.errors import JobInterrupted
@@ -26,22 +27,20 @@ KEY_LENGTH = 24
 
 @contextlib.contextmanager
 def _locked(path: Path, stop_event: threading.Event | None, poll: float = 0.5) -> Iterator[None]:
-    """Hold an exclusive flock on `path`, polling so that a stop request ends the wait."""
-    import fcntl
-
-    with open(path, "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if stop_event is not None and stop_event.is_set():
-                    raise JobInterrupted("stopped while waiting for another worker's tuning of this clip") from None
-                time.sleep(poll)
+    """Hold an exclusive file lock on `path` (`filelock`: flock on POSIX, msvcrt on Windows), polling so that a
+    stop request ends the wait."""
+    lock = FileLock(path)
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            lock.acquire(timeout=poll)
+            break
+        except Timeout:
+            if stop_event is not None and stop_event.is_set():
+                raise JobInterrupted("stopped while waiting for another worker's tuning of this clip") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def ensure_tuned_model(
