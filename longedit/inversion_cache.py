@@ -34,7 +34,7 @@ from longedit.atomic import atomic_write, remove_stale_temps
 from longedit.errors import UserError
 
 #: Bump when the inversion's numbers change (editor.inversion_step, ddim, the window merge): old entries become misses.
-INVERSION_CODE_VERSION = 1
+INVERSION_CODE_VERSION = 2  # 2: v- and x0-predicting models are inverted as their prediction_type says
 ENTRY_SUFFIX = ".inv.pt"
 FORMAT = "longedit-inversion-1"
 _CHUNK = 1 << 20
