@@ -61,7 +61,7 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, alpha: float) -> torch.Tens
     return alpha**0.5 * x0 + (1 - alpha) ** 0.5 * noise
 
 
-#: The scheduler `prediction_type`s the loop understands (diffusers' names).
+#: The scheduler `prediction_type`s the loop understands (diffusers' names; `longedit.backbones.support` refuses others).
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 

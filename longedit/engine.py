@@ -33,6 +33,7 @@ from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, StepStats, Vi
 from longedit.errors import JobInterrupted, UserError
 from longedit.inversion_cache import InversionCache, SharedInversion, cache_key, key_parts
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
+from longedit.model_info import SizeChoice, check_model_inputs, choose_size, model_extras_report
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
 from longedit.progress import PROGRESS_NAME, JobProgress, Phase
@@ -56,6 +57,7 @@ class Prepared:
     objects: list[ObjectSpec]
     processed_size: tuple[int, int]
     notices: list[str]
+    size_choice: SizeChoice | None = None  # the processing short side and why (longedit.model_info)
 
 
 def _check_prompts(job: EditJob) -> None:
@@ -93,8 +95,10 @@ def prepare(job: EditJob) -> Prepared:
         notices.append(f"window {job.window} > {info.frames} frames: using one window of {info.frames}")
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
         notices.append("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
-    size = processing_size(info.width, info.height, job.size)
-    return Prepared(info=info, objects=objects, processed_size=size, notices=notices)
+    choice = check_model_inputs(job)  # LoRA/VAE files, a model longedit can edit with, its native size
+    notices.extend([choice.warning] if choice.warning else [])
+    size = processing_size(info.width, info.height, choice.short_side)
+    return Prepared(info=info, objects=objects, processed_size=size, notices=notices, size_choice=choice)
 
 
 def _check_cache(job: EditJob) -> None:
@@ -154,7 +158,7 @@ def preflight(job: EditJob) -> dict:
     """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes."""
     job = as_run(job)
     prepared = prepare(job)
-    tokenizer = load_tokenizer(job.model, job.local_files_only)
+    tokenizer = load_tokenizer(job.model, job.local_files_only, job.checkpoint_config)
     words = resolve_words(tokenizer, job, prepared)
     info = prepared.info
     return {
@@ -163,6 +167,7 @@ def preflight(job: EditJob) -> dict:
         "fps": float(info.fps),
         "size": [info.width, info.height],
         "processed_size": list(prepared.processed_size),
+        "processing_size_choice": prepared.size_choice.to_report(),
         "objects": {w.word: list(w.indices) for w in words},
         "model": job.model,
         "notices": list(prepared.notices),
@@ -411,7 +416,10 @@ def run_edit(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     tuned = tuned_model(job, progress, stop_event, progress_dir)
-    backbone = load_backbone(tuned or job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
+    backbone = load_backbone(
+        tuned or job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone,
+        checkpoint_config=None if tuned else job.checkpoint_config, loras=job.lora, vae=job.vae,
+    )
     words = resolve_words(backbone.tokenizer, job, prepared)
     settings = loop_settings(job, device)
     state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info))
@@ -480,7 +488,7 @@ def tuned_model(
     from longedit.config import TUNED_CACHE_FOLDER
     from longedit.tune.cache import ensure_tuned_model
 
-    settings = job.tune if job.tune.size is not None else job.tune.model_copy(update={"size": job.size})
+    settings = job.tune if job.tune.size is not None else job.tune.model_copy(update={"size": choose_size(job).short_side})
     cache = job.tune.cache_dir or Path(job.output).resolve().parent / f".longedit-{TUNED_CACHE_FOLDER}"
     tracker = None
     if progress_dir is not None:
@@ -831,6 +839,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "duration_s": info.duration_s,
         "size": [info.width, info.height],
         "processed_size": list(size),
+        "processing_size_choice": prepared.size_choice.to_report() if prepared.size_choice else None,
         "output_size": list(size if job.keep_size else even_size(info.width, info.height)),
         "output_cropped": None if job.keep_size else crop_note(info.width, info.height),
         "audio": info.has_audio,
@@ -840,6 +849,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "dtype": str(backbone.dtype).replace("torch.", ""),
         "model": job.model,
         "tuned_model": backbone.name if job.tune is not None else None,
+        "model_extras": model_extras_report(job),
         "steps": editor.schedule.steps,
         "unet_forwards": editor.unet_forwards,
         "timing": {**{k: round(v, 3) for k, v in state.timing.items()}, "total_s": round(total_s, 3),
