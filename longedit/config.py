@@ -159,7 +159,7 @@ class TuneSettings(BaseModel):
     gradient_checkpointing: bool = True
     deepspeed: bool = False
     seed: int = 33
-    size: int | None = Field(None, ge=64)  # short side; None: the edit's `size` (512 for `longedit tune`)
+    size: int | None = Field(None, ge=64)  # short side; None: the edit's processing size (512 for `longedit tune`)
     checkpoint_every: int = Field(50, ge=1)
     cache_dir: Path | None = Field(None, exclude=True)  # where jobs keep tuned folders (set by run/watch)
 

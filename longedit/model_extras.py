@@ -70,8 +70,9 @@ def check_vae_path(vae: str | None) -> None:
 
 
 def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    """The error's text on one line (torch's state-dict errors put the reason on the second line)."""
+    text = " ".join(str(error).split())
+    return text[:240] if text else type(error).__name__
 
 
 def load_vae(vae: str, model_source: str | None, local_files_only: bool = False):

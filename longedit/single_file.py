@@ -123,8 +123,15 @@ def config_folder(model: str, checkpoint_config: str | None, local_files_only: b
 def load_single_file_components(model: str, config: str) -> dict:
     """unet, vae, text_encoder, tokenizer, scheduler of the checkpoint, converted with the config folder `config` (fp32, CPU)."""
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
-    pipeline = StableDiffusionPipeline.from_single_file(
-        str(checkpoint_path(model)), config=config, local_files_only=True, safety_checker=None, requires_safety_checker=False,
-    )
+    bar = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components..." would interleave with longedit's bars
+    try:
+        pipeline = StableDiffusionPipeline.from_single_file(
+            str(checkpoint_path(model)), config=config, local_files_only=True, safety_checker=None, requires_safety_checker=False,
+        )
+    finally:
+        if bar:
+            diffusers_logging.enable_progress_bar()
     return {name: getattr(pipeline, name) for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}

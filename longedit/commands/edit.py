@@ -84,6 +84,10 @@ def print_summary(report: dict, shown: frozenset[str] = frozenset()) -> None:
         f"wrote {report['output']}: {report['frames']} frames at {report['fps']:.3f} fps{cropped}, "
         f"{len(report['windows'])} windows, {timing['total_s']:.1f} s ({timing['frames_per_s']:.2f} frames/s)"
     )
+    choice = report.get("processing_size_choice")
+    if choice:
+        width, height = report["processed_size"]
+        typer.echo(f"  processed at {width}x{height}: short side {choice['short_side']} from {choice['reason']}")
     for word, shares in report["rad"]["attention_in_mask"].items():
         if shares:
             typer.echo(f"  '{word}': share of its attention inside its region, mean over {len(shares)} steps: {mean_share(shares):.3f}")
