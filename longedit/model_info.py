@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from longedit.backbones.support import check_unet_config
+from longedit.backbones.support import check_scheduler_config, check_unet_config
 from longedit.errors import UserError
 
 FALLBACK_SIZE = 512  # SD 1.x's, when the model's configs cannot be read before loading (a hub id offline)
@@ -70,6 +70,9 @@ def native_size(job) -> tuple[int, str]:
         source = config_source(job.model, job.checkpoint_config, job.local_files_only)
         unet = _read_config(source, "unet", job.local_files_only)
         check_unet_config(unet, job.model)  # SDXL, inpainting: refused before any decoding
+        scheduler = Path(source) / "scheduler" / "scheduler_config.json"
+        if scheduler.is_file():  # a local folder's scheduler too (a hub id's is checked when it loads)
+            check_scheduler_config(json.loads(scheduler.read_text()), job.model)
         vae = _vae_config(job) or _read_config(source, "vae", job.local_files_only)
         where = f"'{source}'" if source != job.model else f"'{job.model}'"
     sample = unet.get("sample_size")

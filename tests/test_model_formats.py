@@ -234,3 +234,12 @@ def test_a_size_far_from_native_is_warned_about_once_and_a_near_one_is_not(clip,
     assert len([n for n in far.notices if "--size 512 is far from the model's native 128 px" in n]) == 1
     near = engine.prepare(_job(clip, tmp_path, model="toy", size=192))
     assert near.processed_size == (192, 192) and not [n for n in near.notices if "--size" in n]
+
+
+def test_validate_refuses_a_model_longedit_cannot_edit_with(models, clip, tmp_path, capsys):
+    model = _variant(models, tmp_path, "scheduler-flow", "scheduler_config.json", _class_name="FlowMatchEulerDiscreteScheduler")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"input: {clip}\nmodel: {model}\nsource_prompt: a car\nprompt: a robot\n")
+    assert main(["validate", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1 and "flow-matching scheduler" in err
