@@ -48,7 +48,7 @@ def _rename(key: str, prefixes: dict[str, str], inner: list[tuple[str, str]]) ->
     for hf, ldm in sorted(prefixes.items(), key=lambda item: -len(item[0])):
         if key.startswith(hf + "."):
             rest = key[len(hf) + 1 :]
-            if ".resnets." in hf or hf.startswith("mid_block.resnets") or "resnets" in hf:
+            if "resnets" in hf:  # only resnets rename their inner layers; attentions keep diffusers' names
                 for a, b in inner:
                     if rest.startswith(a + "."):
                         rest = b + rest[len(a) :]
