@@ -243,3 +243,28 @@ def test_validate_refuses_a_model_longedit_cannot_edit_with(models, clip, tmp_pa
     assert main(["validate", str(job)]) == 2
     err = capsys.readouterr().err
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1 and "flow-matching scheduler" in err
+
+
+def test_a_lora_with_text_encoder_layers_is_fused_into_the_text_encoder_too(models, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(2)
+    text_encoder = inject_adapter_in_model(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"]), build_tiny_components()["text_encoder"]
+    )
+    with torch.no_grad():
+        for name, parameter in text_encoder.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    StableDiffusionPipeline.save_lora_weights(
+        tmp_path / "te", text_encoder_lora_layers=get_peft_model_state_dict(text_encoder), safe_serialization=True
+    )
+    plain = load_backbone(str(models["folder"]), device="cpu")
+    fused = load_backbone(str(models["folder"]), device="cpu", loras=[LoraSpec(str(tmp_path / "te"), 1.0)])
+    ids = plain.tokenizer("a car", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert (plain.text_encoder(ids)[0] - fused.text_encoder(ids)[0]).abs().mean() > 1e-3
+    assert torch.equal(_unet_output(fused), _unet_output(plain))  # no UNet layers in this LoRA
+    assert not any("lora" in name for name, _ in fused.text_encoder.named_modules())
