@@ -87,9 +87,7 @@ def choose_size(job) -> SizeChoice:
     """The job's processing short side: `--size` if given (warned about when far from native), else native."""
     try:
         native, where = native_size(job)
-    except UserError:
-        raise
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # (a UserError, e.g. an SDXL model, passes through)
         if job.size is not None:
             return SizeChoice(job.size, None, "--size")
         reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
