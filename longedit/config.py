@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from longedit.backbones.registry import BACKBONE_CHOICES
 from longedit.errors import UserError
 from longedit.video.codecs import CODEC_NAMES
+from longedit.model_extras import LoraSpec
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SAM2_MODEL = "facebook/sam2.1-hiera-tiny"
@@ -159,7 +160,7 @@ class TuneSettings(BaseModel):
     gradient_checkpointing: bool = True
     deepspeed: bool = False
     seed: int = 33
-    size: int | None = Field(None, ge=64)  # short side; None: the edit's `size` (512 for `longedit tune`)
+    size: int | None = Field(None, ge=64)  # short side; None: the edit's processing size (512 for `longedit tune`)
     checkpoint_every: int = Field(50, ge=1)
     cache_dir: Path | None = Field(None, exclude=True)  # where jobs keep tuned folders (set by run/watch)
 
@@ -194,7 +195,10 @@ class EditJob(BaseModel):
     track: Literal["none", "sam2"] = "none"
     sam2_model: str = DEFAULT_SAM2_MODEL
 
-    model: str = Field(default_factory=default_model)
+    model: str = Field(default_factory=default_model)  # diffusers folder, hub id, .safetensors/.ckpt file, toy, tiny
+    checkpoint_config: str | None = None  # a single-file model's diffusers config folder or hub id (longedit.single_file)
+    lora: list[LoraSpec] = Field(default_factory=list)  # PATH[:SCALE], fused into the weights (longedit.model_extras)
+    vae: str | None = None  # replaces the model's VAE: a diffusers VAE folder, a .safetensors file or a hub id
     backbone: Literal[BACKBONE_CHOICES] = "auto"  # auto or a registered kind (longedit.backbones.registry)
     local_files_only: bool = False
     device: str = "auto"
@@ -204,7 +208,7 @@ class EditJob(BaseModel):
     steps: int = Field(50, ge=1, le=1000)
     guidance: float | None = Field(None, ge=0)
     seed: int = 0
-    size: int = Field(512, ge=64)
+    size: int | None = Field(None, ge=64)  # short side; None: the model's native size (longedit.model_info)
     keep_size: bool = False
     # What is edited (longedit.video.source): source frames [start, end) taking every `every`-th, given as frame
     # numbers of the source or times (00:01:02.5, 62.5s); `fps` is the rate of a folder of numbered frames.
@@ -287,6 +291,24 @@ class EditJob(BaseModel):
         except UserError as error:
             raise ValueError(str(error)) from None
         return value
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _parse_loras(cls, value):
+        """`--lora PATH[:SCALE]` flags or a job file's list of `PATH[:SCALE]` strings / {path, scale} mappings."""
+        if value is None:
+            return []
+        items = value if isinstance(value, (list, tuple)) else [value]
+        specs = []
+        for item in items:
+            if isinstance(item, LoraSpec):
+                specs.append(item)
+            elif isinstance(item, str):
+                specs.append(LoraSpec.parse(item))
+            elif isinstance(item, dict) and set(item) <= {"path", "scale"} and "path" in item:
+                specs.append(LoraSpec(str(item["path"]), float(item.get("scale", 1.0))))
+            else:
+                raise ValueError(f"cannot read LoRA {item!r}: write PATH[:SCALE] or {{path: PATH, scale: SCALE}}")
+        return specs
 
     @field_validator("preview", mode="before")
     @classmethod

@@ -243,10 +243,10 @@ class VideoEditor:
         anchor, own = self.window_inputs(latents, start, end)
         x = self._with_anchor(anchor, own)
         try:
-            eps = self._unet(x, timestep, self.inversion_cond)[x.shape[0] - own.shape[0] :]
+            output = self._unet(x, timestep, self.inversion_cond)[x.shape[0] - own.shape[0] :]
         except StopForward:
-            eps = None
-        return own, eps
+            output = None
+        return own, self.schedule.noise(output, own, timestep)
 
     # ------------------------------------------------------------------------------------ RAD
     def rad_gradient(
@@ -322,6 +322,7 @@ class VideoEditor:
             context.reset()
         eps_uncond, eps_cond = eps.float().chunk(2)
         eps = eps_uncond + self.settings.guidance * (eps_cond - eps_uncond)
+        eps = self.schedule.noise(eps, x, timestep)  # a v- or x0-predicting model's guided output, as eps
         shares = None
         if record:
             height, width = own.shape[-2] // MAP_SCALE, own.shape[-1] // MAP_SCALE

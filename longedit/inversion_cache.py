@@ -3,7 +3,7 @@
 With the empty inversion prompt (ReAtCo's default) the inversion depends only on the source video and
 how it is processed (model, size, steps, dtype, windows), never on the edited prompt, so the usual
 batch, several prompts on one clip, inverts the clip once. The key (`key_parts`) names everything the
-result depends on: the video's bytes, the model's weights, the scheduler, the processing size, steps,
+result depends on: the video's bytes, the model's weights (LoRAs fused in, the VAE given), the LoRAs and VAE named, the scheduler, the processing size, steps,
 dtype, device, windows, anchor and merge weights, the inversion prompt's text and its embedding, the
 versions of torch/diffusers and of the inversion code (`INVERSION_CODE_VERSION`). A source-prompt
 inversion includes that prompt, so it is cached too, per source prompt.
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from longedit.video.probe import VideoInfo
 
 #: Bump when the inversion's numbers change (editor.inversion_step, ddim, the window merge): old entries become misses.
-INVERSION_CODE_VERSION = 1
+INVERSION_CODE_VERSION = 2  # 2: v- and x0-predicting models are inverted as their prediction_type says
 ENTRY_SUFFIX = ".inv.pt"
 FORMAT = "longedit-inversion-1"
 _CHUNK = 1 << 20
@@ -119,6 +119,8 @@ def key_parts(
         "backbone": backbone.kind,
         "unet": module_digest(backbone.unet),
         "vae": module_digest(backbone.vae),
+        "loras": [spec.describe() for spec in getattr(backbone, "loras", ())],  # also in the unet digest (fused)
+        "vae_source": getattr(backbone, "vae_source", None),
         "scheduler": {k: v for k, v in dict(backbone.scheduler.config).items() if not k.startswith("_")},
         "steps": editor.schedule.steps,
         "dtype": str(backbone.dtype),

@@ -1,8 +1,12 @@
-"""Load a backbone (diffusers folder or hub id, or the built-in `tiny`).
+"""Load a backbone (diffusers folder, hub id, single-file checkpoint, or the built-in `tiny`), with LoRAs and a VAE.
 
 The folder has the Stable Diffusion layout; its UNet decides the backbone kind (`sd`, `t2v` for a
 diffusers text-to-video UNet3DConditionModel, `tuneavideo` for a Tune-A-Video checkpoint), detected
-from `unet/config.json` or forced with `backbone=` (see `longedit.backbones`).
+from `unet/config.json` or forced with `backbone=` (see `longedit.backbones`). A `.safetensors`/`.ckpt`
+file is converted by diffusers with a config folder (`longedit.single_file`); `--lora` and `--vae` are
+applied after loading (`longedit.model_extras`). Models longedit cannot edit with (SDXL, inpainting,
+a scheduler without DDIM form) are refused from their configs before any weight loads
+(`longedit.backbones.support`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class Backbone:
     device: torch.device
     dtype: torch.dtype
     kind: str = "sd"
+    loras: tuple = ()  # the fused LoRAs (model_extras.LoraSpec)
+    vae_source: str | None = None  # --vae, when the model's own VAE was replaced
 
     @property
     def is_tiny(self) -> bool:
@@ -97,7 +103,7 @@ def _load_error(model: str, error: Exception) -> UserError:
 TOKENIZER_FILES = ("vocab.json", "tokenizer.json")
 
 
-def load_tokenizer(model: str, local_files_only: bool = False):
+def load_tokenizer(model: str, local_files_only: bool = False, checkpoint_config: str | None = None):
     """Only the tokenizer of `model` (word checks without loading the networks)."""
     if model == TINY:
         from longedit.random_models import build_tiny_tokenizer
@@ -105,7 +111,7 @@ def load_tokenizer(model: str, local_files_only: bool = False):
         return build_tiny_tokenizer()
     from transformers import CLIPTokenizer
 
-    source = _model_source(model)
+    source = config_source(model, checkpoint_config, local_files_only)
     if _looks_like_path(source) and not any((Path(source) / "tokenizer" / name).is_file() for name in TOKENIZER_FILES):
         # transformers 5 builds an empty tokenizer from a folder without one; every word would then match
         raise _load_error(model, OSError(f"no tokenizer in '{Path(source) / 'tokenizer'}' (vocab.json or tokenizer.json)"))
@@ -115,17 +121,58 @@ def load_tokenizer(model: str, local_files_only: bool = False):
         raise _load_error(model, error) from error
 
 
-def _load_components(model: str, local_files_only: bool, backbone: str = "auto") -> dict:
+def config_source(model: str, checkpoint_config: str | None = None, local_files_only: bool = False) -> str:
+    """The diffusers folder or hub id holding `model`'s configs: the model itself, or for a single-file
+    checkpoint its config folder (`--checkpoint-config`, else diffusers' default for its type)."""
+    from longedit.single_file import config_folder, is_single_file
+
+    if is_single_file(model):
+        return config_folder(model, checkpoint_config, local_files_only)
+    return _model_source(model)
+
+
+def check_scheduler(source: str, model: str, local_files_only: bool = False) -> None:
+    """Refuse a scheduler without DDIM form from `source`'s scheduler config (no weights read)."""
+    from diffusers import DDIMScheduler
+
+    from longedit.backbones.support import check_scheduler_config
+
+    config = DDIMScheduler.load_config(source, subfolder="scheduler", local_files_only=local_files_only)
+    check_scheduler_config(dict(config), model)
+
+
+def _load_single_file(model: str, local_files_only: bool, backbone: str, checkpoint_config: str | None) -> dict:
+    from longedit.backbones.detect import resolve_backbone_kind
+    from longedit.single_file import load_single_file_components
+
+    source = config_source(model, checkpoint_config, local_files_only)
+    if backbone not in ("auto", "sd"):
+        raise UserError(f"a single-file checkpoint is a Stable Diffusion model, not --backbone {backbone}", "use --backbone auto")
+    try:
+        resolve_backbone_kind(model, source, "sd", True)  # the config's UNet: SDXL, inpainting... are refused
+        check_scheduler(source, model, True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return {"kind": "sd", **load_single_file_components(model, source)}
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise _load_error(model, error) from error
+
+
+def _load_components(model: str, local_files_only: bool, backbone: str = "auto", checkpoint_config: str | None = None) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from longedit.backbones.detect import resolve_backbone_kind
     from longedit.backbones.registry import backbone_kind
+    from longedit.single_file import is_single_file
 
+    if is_single_file(model):
+        return _load_single_file(model, local_files_only, backbone, checkpoint_config)
     source = _model_source(model)
     kwargs = {"local_files_only": local_files_only}
     try:
         kind = resolve_backbone_kind(model, source, backbone, local_files_only)
+        check_scheduler(source, model, local_files_only)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return {
@@ -141,19 +188,38 @@ def _load_components(model: str, local_files_only: bool, backbone: str = "auto")
 
 
 def load_backbone(
-    model: str, device: str = "auto", dtype: str = "auto", local_files_only: bool = False, backbone: str = "auto"
+    model: str, device: str = "auto", dtype: str = "auto", local_files_only: bool = False, backbone: str = "auto",
+    *, checkpoint_config: str | None = None, loras=(), vae: str | None = None,
 ) -> Backbone:
-    """Load `model` (folder, hub id or `tiny`), freeze it and move it to the device/dtype.
+    """Load `model` (folder, hub id, .safetensors/.ckpt file or `tiny`), freeze it and move it to the device/dtype.
 
     `backbone`: auto (detect from unet/config.json), sd, t2v or tuneavideo (`tiny` is always sd).
+    `checkpoint_config`: a single file's config folder or hub id; `loras`: `model_extras.LoraSpec`s fused into
+    the weights; `vae`: a VAE that replaces the model's.
     """
     target = resolve_device(device)
     precision = resolve_dtype(dtype, target)
-    components = load_components(model, local_files_only, backbone)
-    return frozen_backbone(components, model, target, precision, components["kind"])
+    components = load_components(model, local_files_only, backbone, checkpoint_config)
+    add_extras(components, model, checkpoint_config, loras, vae, local_files_only)
+    backbone_ = frozen_backbone(components, model, target, precision, components["kind"])
+    backbone_.loras, backbone_.vae_source = tuple(loras), vae
+    return backbone_
 
 
-def load_components(model: str, local_files_only: bool = False, backbone: str = "auto") -> dict:
+def add_extras(components: dict, model: str, checkpoint_config: str | None, loras, vae: str | None, local_files_only: bool) -> None:
+    """Swap in `vae` and fuse `loras` into freshly loaded components (before they are frozen and moved)."""
+    from longedit.model_extras import fuse_loras, load_vae
+
+    if vae is not None:
+        source = None if model == TINY else config_source(model, checkpoint_config, local_files_only)
+        components["vae"] = load_vae(vae, source, local_files_only)
+    if loras:
+        if components["kind"] != "sd":
+            raise UserError(f"--lora needs a Stable Diffusion UNet, not a {components['kind']} one", "drop --lora, or use an SD 1.x/2.x model")
+        fuse_loras(components, loras)
+
+
+def load_components(model: str, local_files_only: bool = False, backbone: str = "auto", checkpoint_config: str | None = None) -> dict:
     """kind, unet, vae, text_encoder, tokenizer, scheduler of `model` (folder, hub id, `toy` or `tiny`), fp32 on CPU.
 
     The networks are as loaded (trainable, train mode untouched): `load_backbone` freezes them for
@@ -165,7 +231,7 @@ def load_components(model: str, local_files_only: bool = False, backbone: str = 
         if backbone not in ("auto", "sd"):
             raise UserError(f"--model tiny is a Stable Diffusion model, not --backbone {backbone}", "use --backbone auto")
         return {"kind": "sd", **build_tiny_components()}
-    return _load_components(model, local_files_only, backbone)
+    return _load_components(model, local_files_only, backbone, checkpoint_config)
 
 
 def frozen_backbone(components: dict, name: str, device: torch.device, dtype: torch.dtype, kind: str = "sd") -> Backbone:

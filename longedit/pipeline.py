@@ -31,9 +31,9 @@ from longedit.models import Backbone, load_backbone
 from longedit.video import VideoWriter, check_output_path, probe
 
 #: Keywords `from_pretrained` fixes for every call (they choose the loaded weights).
-MODEL_SETTINGS = ("model", "device", "dtype", "local_files_only", "backbone")
+MODEL_SETTINGS = ("model", "device", "dtype", "local_files_only", "backbone", "checkpoint_config", "lora", "vae")
 #: EditJob fields a call sets itself (`video`) or that only make sense for files (`output`, `report`).
-CALL_SETTINGS = ("input", "output", "report", "source_prompt", "prompt", "objects", "masks")
+CALL_SETTINGS = ("input", "output", "report", "source_prompt", "prompt", "objects", "masks", "fps")
 DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 StepCallback = Callable[["LongEditPipeline", int, int, dict], "dict | None"]
 
@@ -70,23 +70,29 @@ class LongEditPipeline:
     """A loaded model that edits videos (ReAtCo on Stable Diffusion backbones, Gen-L-Video windows)."""
 
     def __init__(self, backbone: Backbone, model: str, device: str = "auto", dtype: str = "auto",
-                 local_files_only: bool = False, kind: str = "auto") -> None:
+                 local_files_only: bool = False, kind: str = "auto", extras: dict | None = None) -> None:
         self.backbone, self.model, self.device, self.dtype = backbone, model, device, dtype
         self.local_files_only, self.kind = local_files_only, kind
+        self.extras = dict(extras or {})  # checkpoint_config, lora, vae: part of the loaded model
         self._interrupt = False
 
     @classmethod
     def from_pretrained(cls, model: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
-                        local_files_only: bool = False, backbone: str = "auto") -> LongEditPipeline:
-        """Load `model` once: whatever `--model` accepts (`toy`, `tiny`, a diffusers folder, a hub id).
-        `device`: auto, cpu, cuda, cuda:1 ...; `dtype`: auto, fp32, fp16, bf16 or a torch dtype;
-        `backbone`: auto, sd, t2v or tuneavideo."""
+                        local_files_only: bool = False, backbone: str = "auto", *, checkpoint_config: str | None = None,
+                        lora: str | list | None = None, vae: str | Path | None = None) -> LongEditPipeline:
+        """Load `model` once: whatever `--model` accepts (`toy`, `tiny`, a diffusers folder, a hub id, a single
+        .safetensors/.ckpt file). `device`: auto, cpu, cuda, cuda:1 ...; `dtype`: auto, fp32, fp16, bf16 or a
+        torch dtype; `backbone`: auto, sd, t2v or tuneavideo; `checkpoint_config`, `lora` (`PATH[:SCALE]` or a
+        list of them, fused) and `vae` as `--checkpoint-config`, `--lora` and `--vae`."""
         device = str(device)
         dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, torch.dtype) else dtype
-        build_job({"input": "-", "output": "-", "source_prompt": "-", "prompt": "-", "model": str(model),
-                   "device": device, "dtype": dtype, "backbone": backbone}, fix="see help(LongEditPipeline.from_pretrained)")
-        loaded = load_backbone(str(model), device, dtype, local_files_only, backbone=backbone)
-        return cls(loaded, str(model), device, dtype, local_files_only, backbone)
+        extras = {"checkpoint_config": checkpoint_config, "lora": lora, "vae": None if vae is None else str(vae)}
+        job = build_job({"input": "-", "output": "-", "source_prompt": "-", "prompt": "-", "model": str(model),
+                         "device": device, "dtype": dtype, "backbone": backbone, **extras},
+                        fix="see help(LongEditPipeline.from_pretrained)")
+        loaded = load_backbone(str(model), device, dtype, local_files_only, backbone=backbone,
+                               checkpoint_config=job.checkpoint_config, loras=job.lora, vae=job.vae)
+        return cls(loaded, str(model), device, dtype, local_files_only, backbone, extras)
 
     @property
     def interrupt(self) -> bool:
@@ -101,7 +107,7 @@ class LongEditPipeline:
         objects: Mapping[str, Any] | Iterable[str] | None = None,
         masks: str | Path | None = None,
         *,
-        fps: float | Fraction = 24,
+        fps: float | Fraction | None = None,
         callback_on_step_end: StepCallback | None = None,
         progress: bool = True,
         **settings: Any,
@@ -115,7 +121,8 @@ class LongEditPipeline:
             objects: word of `prompt` -> where it goes: a box `(x0, y0, x1, y1)` in source pixels, keyframes
                 `[((x0, y0, x1, y1), frame), ...]` (interpolated), None (with `masks`), or an `ObjectSpec` dict.
             masks: a folder DIR/WORD/000000.png ... of each object's masks (`--masks`).
-            fps: the frame rate of an array or iterable source (a file keeps its own timestamps).
+            fps: the frame rate of an array or iterable source (default 24), or of a folder of numbered frames
+                (`--fps`); a video file keeps its own timestamps.
             callback_on_step_end: `fn(pipe, step, timestep, kwargs) -> kwargs` after each edit step, as in
                 diffusers; kwargs holds `latents` (all frames, [F, 4, h, w]), `rad_loss` (the step's mean RAD
                 loss, None without RAD) and `windows` (the [start, end) frame windows). Returning
@@ -143,11 +150,12 @@ class LongEditPipeline:
         if fixed:
             raise UserError(f"'{fixed[0]}' is not a call setting", "set it in LongEditPipeline.from_pretrained or as the call's argument")
         keep = tempfile.TemporaryDirectory(prefix="longedit-")
-        source = source_file(video, Path(keep.name), fps)
+        source = source_file(video, Path(keep.name), 24 if fps is None else fps)
         job = build_job({
             "input": source, "output": Path(keep.name) / "edited.mp4", "source_prompt": source_prompt, "prompt": prompt,
             "objects": object_specs(objects), "masks": masks, "model": self.model, "device": self.device,
-            "dtype": self.dtype, "local_files_only": self.local_files_only, "backbone": self.kind, **settings,
+            "dtype": self.dtype, "local_files_only": self.local_files_only, "backbone": self.kind,
+            "fps": fps if isinstance(video, (str, Path)) else None, **self.extras, **settings,
         }, fix="see help(LongEditPipeline.__call__)")
         stop, last = threading.Event(), {}
         self._interrupt = False

@@ -39,8 +39,10 @@ TINY_WORDS = (
 SD_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
 SD_UP_BLOCKS = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
 #: The tiny SD UNet: no attention at full latent resolution (too slow on CPU); the H/32 capture level keeps it.
+#: sample_size 8 (latents 8x8 = 64 px, its native processing size: `longedit.model_info`) only sets the
+#: default size of smoke runs; the weights do not depend on it.
 TINY_SD_UNET = dict(
-    block_out_channels=(32, 64, 64, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+    block_out_channels=(32, 64, 64, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,

@@ -5,13 +5,15 @@
 * Where a class has several kinds, each kind's `recognises` rule looks at the config keys (e.g.
   Tune-A-Video's config carries SD-only keys); where no config rule decides (a hand-written config),
   the weight names of a local folder do; else the class's first registered kind is taken.
-* A class no kind registers is refused with a one-line error.
+* A class no kind registers is refused with a one-line error, and so is a UNet longedit cannot edit
+  with (SDXL, inpainting: `longedit.backbones.support`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from longedit.backbones.support import check_unet_config
 from longedit.backbones.registry import BACKBONE_CHOICES, KINDS, backbone_kinds, supported_unets
 from longedit.backbones.unet_files import read_unet_config, unet_weight_file, weight_keys
 from longedit.errors import UserError
@@ -43,6 +45,7 @@ def resolve_backbone_kind(model: str, source: str, requested: str = "auto", loca
         raise UserError(f"unknown backbone '{requested}'", f"use auto or one of {', '.join(KINDS)}")
     config = read_unet_config(source, local_files_only)
     kinds = _candidates(config, model)
+    check_unet_config(config, model)
     detected = _recognised(kinds, config, ())
     if detected is None and len(kinds) > 1:  # the config does not decide: let the weight names
         weights = unet_weight_file(source)

@@ -70,6 +70,10 @@ def print_summary(report: dict, shown: frozenset[str] = frozenset()) -> None:
         f"wrote {report['output']}: {report['frames']} frames at {report['fps']:.3f} fps{cropped}, "
         f"{len(report['windows'])} windows, {timing['total_s']:.1f} s ({timing['frames_per_s']:.2f} frames/s)"
     )
+    choice = report.get("processing_size_choice")
+    if choice:
+        width, height = report["processed_size"]
+        typer.echo(f"  processed at {width}x{height}: short side {choice['short_side']} from {choice['reason']}")
     for word, shares in report["rad"]["attention_in_mask"].items():
         if shares:
             typer.echo(f"  '{word}': share of its attention inside its region, mean over {len(shares)} steps: {mean_share(shares):.3f}")
@@ -109,7 +113,10 @@ def edit(
     masks: Annotated[Optional[Path], typer.Option(help="Folder of masks: DIR/WORD/000000.png per source frame (from `longedit masks`; a range reads its own frames' files), upright as displayed.")] = None,
     track: Annotated[Optional[str], typer.Option(help="'sam2': track each --object box through the video with SAM2.")] = None,
     sam2_model: Annotated[Optional[str], typer.Option(help="SAM2 hub id or folder ('tiny' for a random smoke-test tracker).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Diffusers SD folder or hub id [env LONGEDIT_MODEL, else SD 1.5]; 'tiny' = random built-in model.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Diffusers SD folder, hub id, or a single .safetensors/.ckpt checkpoint (SD 1.x/2.x) [env LONGEDIT_MODEL, else SD 1.5]; 'toy' = the small trained model, 'tiny' = random built-in model.")] = None,
+    checkpoint_config: Annotated[Optional[str], typer.Option(metavar="DIR_OR_ID", help="For a single-file --model: the diffusers folder or hub id of its architecture (configs and tokenizer, no weights) [the SD 1.5 / SD 2.1 hub config for SD 1.x / 2.x checkpoints; needed offline unless cached].")] = None,
+    lora: Annotated[Optional[list[str]], typer.Option("--lora", metavar="PATH[:SCALE]", help="A LoRA (.safetensors, kohya or diffusers format) fused into the model at SCALE [1.0]; repeat for several.")] = None,
+    vae: Annotated[Optional[str], typer.Option(metavar="PATH", help="Replace the model's VAE: a diffusers VAE folder, a .safetensors/.ckpt VAE file or a hub id.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="UNet kind: auto (from unet/config.json), sd, t2v (diffusers text-to-video UNet3D) or tuneavideo [auto].")] = None,
     local_files_only: Annotated[Optional[bool], typer.Option("--local-files-only", help="Never reach the hub.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
@@ -118,7 +125,7 @@ def edit(
     steps: Annotated[Optional[int], typer.Option(help="DDIM steps [50].")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale [12.5 for reatco, 7.5 for fatezero, as the official code].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the source noise [0].")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Short side of the processing size, rounded to 64 [512].")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Short side of the processing size, rounded to 64 [the model's native size: unet sample_size x VAE scale, 512 for SD 1.5, 768 for SD 2.x 768-v, 128 for toy].")] = None,
     keep_size: Annotated[Optional[bool], typer.Option("--keep-size", help="Write at the processing size instead of the source size.")] = None,
     start: Annotated[Optional[str], typer.Option(help="Edit from this source frame number (120) or time (00:01:02.5, 62.5s) on; the output covers just the range, audio cut to match [0].")] = None,
     end: Annotated[Optional[str], typer.Option(help="Stop before this source frame number or time (exclusive: --start 10 --end 20 edits source frames 10-19) [the end].")] = None,

@@ -10,6 +10,7 @@ from longedit import atomic, attention_pictures, diskspace, output_paths
 from longedit.config import EditJob, ObjectSpec, as_run
 from longedit.diskspace import DiskNeed
 from longedit.errors import UserError
+from longedit.model_info import SizeChoice, check_model_inputs
 from longedit.models import load_tokenizer, resolve_device
 from longedit.planner import parse_size
 from longedit.source_range import check_range_options, media_notices, objects_in_range, validate_in_source
@@ -27,6 +28,7 @@ class Prepared:
     objects: list[ObjectSpec]
     processed_size: tuple[int, int]
     notices: list[str]
+    size_choice: SizeChoice | None = None  # the processing short side and why (longedit.model_info)
 
 
 def _check_prompts(job: EditJob) -> None:
@@ -69,8 +71,10 @@ def prepare(job: EditJob, work_dir: Path | None = None) -> Prepared:
         notices.append(f"window {job.window} > {info.frames} frames: using one window of {info.frames}")
     if job.method == "reatco" and (job.rad or job.irjs) and not objects:
         notices.append("no --object given: RAD and IRJS have nothing to act on; the whole frame follows the prompt")
-    size = processing_size(info.width, info.height, job.size)
-    return Prepared(info=info, objects=objects, processed_size=size, notices=notices)
+    choice = check_model_inputs(job)  # LoRA/VAE files, a model longedit can edit with, its native size
+    notices.extend([choice.warning] if choice.warning else [])
+    size = processing_size(info.width, info.height, choice.short_side)
+    return Prepared(info=info, objects=objects, processed_size=size, notices=notices, size_choice=choice)
 
 
 def _check_cache(job: EditJob) -> None:
@@ -143,7 +147,7 @@ def preflight(job: EditJob, work_dir: Path | None = None) -> dict:
     """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes, work folder."""
     job = as_run(job)
     prepared = prepare(job, work_dir)
-    tokenizer = load_tokenizer(job.model, job.local_files_only)
+    tokenizer = load_tokenizer(job.model, job.local_files_only, job.checkpoint_config)
     words = resolve_words(tokenizer, job, prepared)
     info = prepared.info
     return {
@@ -152,6 +156,7 @@ def preflight(job: EditJob, work_dir: Path | None = None) -> dict:
         "fps": float(info.fps),
         "size": [info.width, info.height],
         "processed_size": list(prepared.processed_size),
+        "processing_size_choice": prepared.size_choice.to_report(),
         "objects": {w.word: list(w.indices) for w in words},
         "model": job.model,
         "notices": list(prepared.notices),

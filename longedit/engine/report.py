@@ -11,6 +11,7 @@ from longedit import atomic
 from longedit.config import EditJob
 from longedit.checkpoint import RunState
 from longedit.editor import VideoEditor
+from longedit.model_info import model_extras_report
 from longedit.source_range import media_report
 from longedit.video import crop_note, even_size
 from longedit.engine.keeper import latent_checksum
@@ -58,6 +59,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "duration_s": info.duration_s,
         "size": [info.width, info.height],
         "processed_size": list(size),
+        "processing_size_choice": prepared.size_choice.to_report() if prepared.size_choice else None,
         "output_size": list(size if job.keep_size else even_size(info.width, info.height)),
         "output_cropped": None if job.keep_size else crop_note(info.width, info.height),
         "audio": info.has_audio,
@@ -67,6 +69,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
         "device": str(backbone.device),
         "dtype": str(backbone.dtype).replace("torch.", ""),
         "model": job.model,
+        "model_extras": model_extras_report(job),
         "tuned_model": backbone.name if job.tune is not None else None,
         "steps": editor.schedule.steps,
         "unet_forwards": editor.unet_forwards,

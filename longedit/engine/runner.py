@@ -70,7 +70,10 @@ def run_stages(
         torch.cuda.reset_peak_memory_stats(device)
     tuned = tuned_model(job, progress, stop_event, progress_dir)
     if tuned is not None or backbone is None:
-        backbone = load_backbone(tuned or job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone)
+        backbone = load_backbone(
+            tuned or job.model, job.device, job.dtype, job.local_files_only, backbone=job.backbone,
+            checkpoint_config=None if tuned else job.checkpoint_config, loras=job.lora, vae=job.vae,
+        )
     words, settings = resolve_words(backbone.tokenizer, job, prepared), loop_settings(job, device)
     state = checkpoint.load(work_dir, job_fingerprint(job, prepared.info), prepared.notices)
     resumed_from = None if state is None else {"phase": state.phase, "step": state.step}

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from longedit.config import EditJob
+from longedit.model_info import choose_size
 from longedit.progress import PROGRESS_NAME, JobProgress, Phase
 
 
@@ -23,7 +24,7 @@ def tuned_model(
     from longedit.config import TUNED_CACHE_FOLDER
     from longedit.tune.cache import ensure_tuned_model
 
-    settings = job.tune if job.tune.size is not None else job.tune.model_copy(update={"size": job.size})
+    settings = job.tune if job.tune.size is not None else job.tune.model_copy(update={"size": choose_size(job).short_side})
     cache = job.tune.cache_dir or Path(job.output).resolve().parent / f".longedit-{TUNED_CACHE_FOLDER}"
     tracker = None
     if progress_dir is not None:

@@ -5,6 +5,8 @@ relative to the job file's folder, so a job folder can be moved or shared as a u
 
 - input paths (`input`, `masks`, `objects[].masks`, `cache_dir`) and `tune.cache_dir` resolve against
   `base_dir` (the job file's folder);
+- model files: `lora` entries always; `model`, `checkpoint_config` and `vae` when the relative path exists
+  there (else they stay as given: a hub id such as `stabilityai/sd-vae-ft-mse` is not a path);
 - output paths (`output`, `report`, `attention_video`) resolve against `output_dir` (the same folder unless the caller
   says otherwise; the watched folder puts them in the job's own folder so results land in `done/NAME/`).
 
@@ -142,6 +144,7 @@ def resolve_job_paths(
                 obj = {**obj, "masks": absolute(obj["masks"], base_dir)}
             objects.append(obj)
         data["objects"] = objects
+    data = resolve_model_paths(data, base_dir)
     if isinstance(data.get("tune"), dict) and "cache_dir" in data["tune"]:
         data["tune"] = {**data["tune"], "cache_dir": absolute(data["tune"]["cache_dir"], base_dir)}
     return data
@@ -282,3 +285,34 @@ def describe_validation_error(path: Path | str, error: ValidationError) -> tuple
         else:
             problem = f"{prefix}: '{where}': {first['msg']}"
     return problem + more, fix
+
+
+MODEL_PATH_KEYS = ("model", "checkpoint_config", "vae")
+
+
+def resolve_model_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """`lora` entries relative to the job file's folder (`PATH[:SCALE]` -> {path, scale}); `model`,
+    `checkpoint_config` and `vae` too when the relative path exists there (hub ids stay as they are)."""
+    from longedit.model_extras import LoraSpec
+
+    data = dict(data)
+    for key in MODEL_PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute() and (base_dir / value).exists():
+            data[key] = str(base_dir / value)
+    loras = data.get("lora")
+    if isinstance(loras, (str, dict)):
+        loras = [loras]
+    if isinstance(loras, list):
+        resolved = []
+        for item in loras:
+            spec = LoraSpec.parse(item) if isinstance(item, str) else item
+            if isinstance(spec, LoraSpec):
+                path = Path(spec.path).expanduser()
+                item = {"path": str(path if path.is_absolute() else base_dir / path), "scale": spec.scale}
+            elif isinstance(item, dict) and isinstance(item.get("path"), str):
+                path = Path(item["path"]).expanduser()
+                item = {**item, "path": str(path if path.is_absolute() else base_dir / path)}
+            resolved.append(item)
+        data["lora"] = resolved
+    return data
