@@ -130,8 +130,8 @@ class LongEditPipeline:
             progress: show the job's progress bar.
             **settings: every `longedit edit` setting, same name (snake_case) and default, declared once on
                 `longedit.config.EditJob`:
-                track="none", sam2_model, preset="paper", steps=50, guidance=None, seed=0, size=512,
-                keep_size=False, window=None, stride=None, vram=None, overlap_weights="uniform", rad=True,
+                track="none", sam2_model, preset="paper", steps=50, guidance=None, seed=0,
+                size=None (the model's native size), keep_size=False, window=None, stride=None, vram=None, overlap_weights="uniform", rad=True,
                 rad_steps=None, step_size=20.0, step_schedule="sqrt", refine=None, topk_ratio=0.2,
                 token_mode="all", attention_norm="official", smoothing=True, irjs=True, source_noise="fresh",
                 inversion_prompt="auto", anchor="window", paste_background=None, feather=8, mask_dilate=0,
@@ -139,8 +139,10 @@ class LongEditPipeline:
                 cross_replace_steps=0.8, self_replace_steps=0.5, blend_threshold=0.3, fuse_resolution="h16",
                 fuse_controller="auto", equalize={}, blend_word=[], fuse_source="auto", fuse_disk_budget=None,
                 checkpoint_every=5, tune=None, cache_dir=None, cache_size, attention_video=None,
-                attention_strips=False, preview=False.
-                (`model`, `device`, `dtype`, `local_files_only`, `backbone` are `from_pretrained`'s.)
+                attention_strips=False, preview=False, start=None, end=None, every=1 (a part of the
+                source: frame numbers or times), codec=None, pix_fmt=None, crf=None (how `out.save` writes).
+                (`model`, `device`, `dtype`, `local_files_only`, `backbone`, `checkpoint_config`, `lora`, `vae`
+                are `from_pretrained`'s.)
 
         Returns:
             `LongEditOutput` with `.frames`, `.save(path)`, `.report` and `.latents`. A stopped run's output
