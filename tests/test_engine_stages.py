@@ -26,6 +26,7 @@ def test_a_fixed_tiny_edit_is_bit_identical_to_the_one_file_engine(tmp_path):
         "edit", str(clip), "-o", str(out), "--model", "tiny", "--quiet",
         "--source-prompt", "a red square on a road", "--prompt", "a yellow duck on a road",
         "--steps", "2", "--window", "4", "--stride", "2", "--object", "duck=10,10,40,30", "--report", str(report),
+        "--size", "512",  # b0b291a's default; the default is now the model's native size (64 for tiny)
     ])
     assert code == 0
     assert json.loads(report.read_text())["latent_checksum"] == EXPECTED_LATENT_CHECKSUM
@@ -40,6 +41,6 @@ def test_the_python_api_writes_the_same_bytes_as_the_cli(tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", frames=6, width=64, height=48, audio=True).path
     pipe = LongEditPipeline.from_pretrained("tiny")
     out = pipe(video=clip, source_prompt="a red square on a road", prompt="a yellow duck on a road",
-               objects={"duck": (10, 10, 40, 30)}, steps=2, window=4, stride=2, progress=False)
+               objects={"duck": (10, 10, 40, 30)}, steps=2, window=4, stride=2, size=512, progress=False)
     assert out.report["latent_checksum"] == EXPECTED_LATENT_CHECKSUM
     assert hashlib.sha256(out.save(tmp_path / "api.mp4").read_bytes()).hexdigest() == EXPECTED_MP4_SHA256
