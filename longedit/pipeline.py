@@ -115,8 +115,8 @@ class LongEditPipeline:
         """Edit `video` from `source_prompt` to `prompt`; the model stays loaded for the next call.
 
         Args:
-            video: a video file; a (T, H, W, 3) uint8 array or tensor; or an iterable of (H, W, 3) uint8 frames
-                (written to a temporary lossless-quality file as they come, at `fps`).
+            video: a video file (or a `SampleClip`); a (T, H, W, 3) uint8 array or tensor; or an iterable of
+                (H, W, 3) uint8 frames (streamed into a temporary H.264 file at crf 0 as they come, at `fps`).
             source_prompt: what the source shows. prompt: what the edit should show.
             objects: word of `prompt` -> where it goes: a box `(x0, y0, x1, y1)` in source pixels, keyframes
                 `[((x0, y0, x1, y1), frame), ...]` (interpolated), None (with `masks`), or an `ObjectSpec` dict.
@@ -233,6 +233,8 @@ def object_specs(objects: Mapping[str, Any] | Iterable[str] | None) -> list[dict
 def source_file(video: Any, folder: Path, fps: float | Fraction) -> Path:
     """`video` as a file the engine reads: a path as it is; frames (array, tensor or iterable) streamed into
     `folder/source.mp4` (H.264 at crf 0)."""
+    if isinstance(getattr(video, "path", None), Path):  # a `longedit.samples.SampleClip`
+        video = video.path
     if isinstance(video, (str, Path)):
         return Path(video)
     if isinstance(video, torch.Tensor):

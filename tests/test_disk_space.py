@@ -48,7 +48,7 @@ def _job(clip: Path, out: Path, **keys) -> EditJob:
 def monkeypatch_keep_run_state() -> pytest.MonkeyPatch:
     """Keep a finished job's checkpoint and trajectory (`checkpoint.remove_run_state` a no-op) to measure them."""
     patch = pytest.MonkeyPatch()
-    patch.setattr(engine.checkpoint, "remove_run_state", lambda *args, **kwargs: [])
+    patch.setattr(engine.runner.checkpoint, "remove_run_state", lambda *args, **kwargs: [])
     return patch
 
 

@@ -14,7 +14,7 @@ from longedit import pipeline as pipeline_module
 from longedit.config import EditJob
 from longedit.errors import UserError
 from longedit.pipeline import MODEL_SETTINGS, LongEditPipeline, settings_keywords
-from longedit.samples import make_clip
+from longedit.samples import SampleClip, make_clip
 from longedit.video import iter_frames, probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_the_public_names_are_the_pipeline():
 @pytest.mark.slow
 def test_two_calls_load_the_model_once_and_keep_the_source_timing_and_audio(loads, small_clip, tmp_path):
     pipe, count = loads
-    first = pipe(video=small_clip, objects={"duck": (10, 10, 40, 30)}, **PROMPTS, **SMALL)
+    first = pipe(video=SampleClip(small_clip, []), objects={"duck": (10, 10, 40, 30)}, **PROMPTS, **SMALL)
     second = pipe(video=str(small_clip), objects={"duck": (10, 10, 40, 30)}, seed=1, **PROMPTS, **SMALL)
     assert count == ["tiny"]  # one load, in from_pretrained
     assert first.report["latent_checksum"] != second.report["latent_checksum"]  # the seed reached the engine

@@ -55,7 +55,8 @@ def _counted(items: Iterator, advance: Callable[[], None] | None) -> Iterator:
             advance()
 
 
-def restore_or_build_masks(job: EditJob, prepared: Prepared, backbone: Backbone, state: RunState, tracker: JobProgress):
+def restore_or_build_masks(job: EditJob, prepared: Prepared, backbone: Backbone, state: RunState, tracker: JobProgress
+) -> ObjectMasks | None:
     """The run's object masks: from the checkpoint (tracking is not redone on resume) or built now."""
     if state.masks is not None:
         return ObjectMasks(**state.masks)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from longedit import attention_pictures
 from longedit.attention_pictures import MapStore
-from longedit.config import EditJob
 from longedit.checkpoint import RunState
+from longedit.config import EditJob
 from longedit.editor import MAP_SCALE, VideoEditor
+from longedit.masks import ObjectMasks
+from longedit.models import Backbone
 from longedit.progress import JobProgress
 from longedit.video import VideoWriter, iter_frames
+from longedit.words import WordTokens
 from longedit.engine.keeper import is_fresh
 from longedit.engine.plan import latent_grid
 from longedit.engine.prepare import Prepared
@@ -22,7 +26,8 @@ MAPS_NAME = "attention-maps.f16"
 
 
 @contextlib.contextmanager
-def picture_store(job: EditJob, editor: VideoEditor, state: RunState, work_dir: Path | None, prepared: Prepared, backbone):
+def picture_store(job: EditJob, editor: VideoEditor, state: RunState, work_dir: Path | None, prepared: Prepared,
+                  backbone: Backbone) -> Iterator[MapStore | None]:
     """The on-disk store of the word maps for the attention pictures (None when none are asked for), fed by
     the editor's `map_sink`; in the work folder (kept for a resume) or beside the output (removed)."""
     if not job.wants_attention_pictures or not editor.words:
@@ -42,7 +47,10 @@ def picture_store(job: EditJob, editor: VideoEditor, state: RunState, work_dir: 
         store.close(delete=work_dir is None)
 
 
-def draw_attention_pictures(job: EditJob, prepared: Prepared, store, masks, words, tracker: JobProgress) -> dict:
+def draw_attention_pictures(
+    job: EditJob, prepared: Prepared, store: MapStore | None, masks: ObjectMasks | None, words: list[WordTokens],
+    tracker: JobProgress,
+) -> dict:
     """The attention video and strips from the stored maps (one pass over the source frames); the
     report's `attention_pictures`, paths relative to the report's folder (else the output's)."""
     base = attention_pictures.report_base(job.report, job.output)

@@ -8,13 +8,14 @@ from pathlib import Path
 import torch
 
 from longedit.backbones.adapters import adapter_for
+from longedit.checkpoint import RunState
 from longedit.config import EditJob
 from longedit.diskspace import DiskNeed
-from longedit.checkpoint import RunState
 from longedit.editor import LoopSettings, VideoEditor
 from longedit.models import Backbone
 from longedit.planner import Probe, WindowPlan, plan_window, probe_window_costs
 from longedit.windows import plan_windows
+from longedit.words import WordTokens
 from longedit.engine.keeper import is_fresh
 from longedit.engine.prepare import Prepared
 from longedit.engine.preview import first_frames, preview_frames
@@ -55,7 +56,9 @@ def choose_windows(
     return plan_windows(frames, plan.length, plan.stride), plan
 
 
-def plan_run_windows(job: EditJob, prepared: Prepared, backbone: Backbone, words, settings: LoopSettings):
+def plan_run_windows(
+    job: EditJob, prepared: Prepared, backbone: Backbone, words: list[WordTokens], settings: LoopSettings
+) -> tuple[list[tuple[int, int]], WindowPlan]:
     """(windows, plan) of a new run: --window, else the window planner (measuring the model), else the default."""
     grid = latent_grid(prepared, backbone)
 
@@ -80,7 +83,8 @@ def plan_fusion_for(
 
 
 def plan_run(
-    job: EditJob, prepared: Prepared, backbone: Backbone, words, settings: LoopSettings, state: RunState | None
+    job: EditJob, prepared: Prepared, backbone: Backbone, words: list[WordTokens], settings: LoopSettings,
+    state: RunState | None,
 ) -> tuple[Prepared, list[tuple[int, int]], WindowPlan]:
     """(what is edited, windows, plan): a new run plans its windows, a resumed one keeps its checkpoint's
     (whatever memory is free now); a preview is cut to its first frames and windowed again."""
@@ -94,7 +98,8 @@ def plan_run(
     return prepared, windows, window_plan
 
 
-def build_editor(job: EditJob, backbone: Backbone, settings: LoopSettings, words, state: RunState) -> VideoEditor:
+def build_editor(job: EditJob, backbone: Backbone, settings: LoopSettings, words: list[WordTokens], state: RunState
+) -> VideoEditor:
     """The windowed ReAtCo loop for the job, its UNet forward count carried on from a checkpoint."""
     editor = VideoEditor(
         backbone, settings, job.source_prompt, job.prompt, words,

@@ -10,9 +10,10 @@ from longedit.progress import PROGRESS_NAME, JobProgress, Phase
 from longedit.engine.prepare import Prepared
 
 
+# Prior cost per unit of each phase, in frame-forwards (one UNet forward of one frame); they only set the
+# ratios between phases until those are measured (longedit.progress). A RAD step per window: the
+# conditional forward and its backward (~3) plus the guided forward of 2 x the frames.
 DECODE_COST, TRACK_COST, ENCODE_COST, PICTURES_COST = 0.5, 1.0, 1.0, 0.2
-
-
 INVERSION_COST, RAD_COST, EDIT_COST = 1.0, 5.0, 2.0
 
 

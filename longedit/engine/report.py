@@ -8,13 +8,20 @@ from pathlib import Path
 import torch
 
 from longedit import atomic
-from longedit.config import EditJob
 from longedit.checkpoint import RunState
+from longedit.config import EditJob
 from longedit.editor import VideoEditor
+<<<<<<< HEAD
 from longedit.model_info import model_extras_report
 from longedit.source_range import media_report
+=======
+from longedit.masks import ObjectMasks
+from longedit.models import Backbone
+>>>>>>> h/stages
 from longedit.video import crop_note, even_size
+from longedit.words import WordTokens
 from longedit.engine.keeper import latent_checksum
+from longedit.engine.prepare import Prepared
 
 
 TINY_WARNING = "--model tiny is a random model for smoke runs: its output is not a meaningful edit"
@@ -39,7 +46,10 @@ def evaluate_after_edit(job: EditJob) -> dict | None:
     return evaluate_job(job)
 
 
-def build_report(job, prepared, backbone, editor, state: RunState, masks, words, latents, resumed_from, started) -> dict:
+def build_report(
+    job: EditJob, prepared: Prepared, backbone: Backbone, editor: VideoEditor, state: RunState, masks: ObjectMasks | None,
+    words: list[WordTokens], latents: torch.Tensor, resumed_from: dict | None, started: float,
+) -> dict:
     """report.json: what was run, how long it took, what RAD and IRJS measured."""
     info, size, windows, source = prepared.info, prepared.processed_size, state.windows, state.source
     outside = None

@@ -5,17 +5,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from longedit import checkpoint
 from longedit.checkpoint import RunState
+from longedit.config import EditJob
 from longedit.errors import JobInterrupted
 from longedit.models import Backbone
+from longedit.planner import WindowPlan
 from longedit.progress import JobProgress
 from longedit.video import VideoInfo, iter_frames
 from longedit.engine.keeper import job_fingerprint
+from longedit.engine.prepare import Prepared
 
 
 VAE_CHUNK = 8
@@ -58,7 +62,10 @@ def encode_video(
     return torch.cat(latents)
 
 
-def start_state(job, prepared, backbone, windows, window_plan, work_dir, tracker: JobProgress, stop_event) -> RunState:
+def start_state(
+    job: EditJob, prepared: Prepared, backbone: Backbone, windows: list[tuple[int, int]], window_plan: WindowPlan,
+    work_dir: Path | None, tracker: JobProgress, stop_event: threading.Event | None,
+) -> RunState:
     """A new run: encode the source (checkpointed: the encode is not redone after a crash)."""
     clock = time.perf_counter()
     tracker.start("decode")
