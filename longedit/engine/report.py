@@ -11,13 +11,10 @@ from longedit import atomic
 from longedit.checkpoint import RunState
 from longedit.config import EditJob
 from longedit.editor import VideoEditor
-<<<<<<< HEAD
 from longedit.model_info import model_extras_report
 from longedit.source_range import media_report
-=======
 from longedit.masks import ObjectMasks
 from longedit.models import Backbone
->>>>>>> h/stages
 from longedit.video import crop_note, even_size
 from longedit.words import WordTokens
 from longedit.engine.keeper import latent_checksum
