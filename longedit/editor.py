@@ -35,7 +35,7 @@ from longedit.attention import AttentionContext, StopForward, install_processors
 from longedit.backbones.adapters import adapter_for
 from longedit.ddim import DdimSchedule, add_noise, ddim_move
 from longedit.masks import ObjectMasks
-from longedit.models import Backbone
+from longedit.models import DEFAULT_MAP_SCALE, Backbone
 from longedit.rad import (
     MAX_REFINEMENT_ITERATIONS,
     ColumnPlan,
@@ -51,7 +51,7 @@ from longedit.rad import (
 from longedit.windows import WindowMerger
 from longedit.words import WordTokens, prompt_token_count
 
-MAP_SCALE = 4  # RAD maps live at latent/4 = frame/32
+MAP_SCALE = DEFAULT_MAP_SCALE  # RAD maps live at latent/4 = frame/32 unless the model names its level
 FP16_LOSS_SCALE = 1024.0
 SOURCE_NOISE_MODES = ("fresh", "fixed", "inversion")
 ANCHOR_MODES = ("window", "video")
@@ -120,6 +120,7 @@ class VideoEditor:
         self.settings = settings
         self.words = words
         self.adapter = adapter_for(getattr(backbone, "kind", "sd"))
+        self.map_scale = getattr(backbone, "map_scale", MAP_SCALE)  # the model's RAD map level (latent/scale)
         self.context = AttentionContext(kernel_backend=settings.kernel_backend)
         self.capture_layers = self._take_unet()
         self.fusion = None
@@ -152,7 +153,7 @@ class VideoEditor:
         checks that the processors are this editor's, so the last editor built does not capture the
         others' maps. Returns the capture layer names."""
         unet = self.backbone.unet
-        layers = install_processors(unet, self.context, MAP_SCALE, sparse_causal=self.adapter.sparse_causal)
+        layers = install_processors(unet, self.context, self.map_scale, sparse_causal=self.adapter.sparse_causal)
         if self.settings.gradient_checkpointing and self.adapter.supports_checkpointing:
             unet.enable_gradient_checkpointing()
         else:
@@ -277,7 +278,7 @@ class VideoEditor:
                     self._unet(x, timestep, self.cond)
                 except StopForward:
                     pass
-                height, width = own.shape[-2] // MAP_SCALE, own.shape[-1] // MAP_SCALE
+                height, width = own.shape[-2] // self.map_scale, own.shape[-1] // self.map_scale
                 maps = word_maps([m[offset:] for m in context.maps], self.loss_plan, height, width, self.settings.smoothing)
                 if self.map_sink is not None:
                     self._maps = maps.detach()
@@ -324,7 +325,7 @@ class VideoEditor:
         eps = eps_uncond + self.settings.guidance * (eps_cond - eps_uncond)
         shares = None
         if record:
-            height, width = own.shape[-2] // MAP_SCALE, own.shape[-1] // MAP_SCALE
+            height, width = own.shape[-2] // self.map_scale, own.shape[-1] // self.map_scale
             maps = word_maps(captured, self.record_plan, height, width, smoothing=False)
             shares = attention_share(maps, masks_map.to(maps.device))
             if self.map_sink is not None and not self._sink_rad_maps():
@@ -356,7 +357,7 @@ class VideoEditor:
         forwards_before = self.unet_forwards
         for position, (start, end) in enumerate(windows):
             anchor, own = self.window_inputs(latents, start, end)
-            masks_map = masks.at_map_resolution(start, end, MAP_SCALE) if masks is not None else None
+            masks_map = masks.at_map_resolution(start, end, self.map_scale) if masks is not None else None
             self._maps = None
             if guided:
                 own, update = self.rad_update(anchor, own, index, masks_map)

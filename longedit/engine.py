@@ -29,7 +29,7 @@ from longedit.config import CACHE_FIELDS, EditJob, ObjectSpec, as_run
 from longedit.diskspace import DiskNeed
 from longedit import checkpoint
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
-from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
+from longedit.editor import LoopSettings, SourceLevels, StepStats, VideoEditor, denoise, invert
 from longedit.errors import JobInterrupted, UserError
 from longedit.inversion_cache import InversionCache, SharedInversion, cache_key, key_parts
 from longedit.masks import ObjectMasks, build_object_masks, validate_objects
@@ -666,7 +666,7 @@ def picture_store(job: EditJob, editor: VideoEditor, state: RunState, work_dir: 
     name = MAPS_NAME if work_dir is not None else f".{Path(job.output).name}.{os.getpid()}.{MAPS_NAME}"
     folder.mkdir(parents=True, exist_ok=True)
     width, height = latent_grid(prepared, backbone)
-    grid = (height // MAP_SCALE, width // MAP_SCALE)
+    grid = (height // editor.map_scale, width // editor.map_scale)
     store = MapStore(folder / name, editor.picture_steps, prepared.info.frames, len(editor.words), grid, create=is_fresh(state))
     editor.map_sink = store.put
     try:

@@ -34,6 +34,13 @@ from longedit.toyworld.world import SHAPES, sample_scene
 
 DEFAULT_CONFIG = Path(__file__).with_name("train_config.json")
 STAGES = ("vae", "data", "unet", "done")
+MAP_LEVEL_FILE = "attention_map.json"  # the model folder names its RAD map level (longedit.models reads it)
+
+
+def map_scale(config: dict) -> int:
+    """Latent downsampling of the cross-attention level the grounding losses (and RAD) use: 4 (H/32) by
+    default, 1 (H/8) for a UNet with `full_resolution_attention`."""
+    return int(config.get("attention_map_scale", 4))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -79,6 +86,40 @@ def grounding_losses(
     return (1 - share)[valid].mean(), (1 - inside)[valid].mean()
 
 
+def sink_losses(
+    maps: torch.Tensor, columns: torch.Tensor, cells: torch.Tensor, valid: torch.Tensor, cfg: dict
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SD's start-token sink, as two terms averaged over the valid captions' cells.
+
+    * sink: background cells (no object covers them) give column 0 at least `sink_background` of their
+      attention; object cells (coverage >= 0.5) between `sink_object[0]` and `[1]`. SD's cells give the
+      start token most of their attention, so the words' raw values stay small and RAD's softmax(100 A)
+      over columns 1..75 stays graded instead of a hard argmax (the toy model gave column 0 0.1%).
+    * noun share: in its object's cells the noun takes the most of what the sink leaves, 1 - p_noun /
+      (1 - p_0): the object's cells point at their noun, at raw values of SD's range.
+    maps [batch, cells, 77], columns/valid [batch, 3], cells [batch, 3, cells] (coverage / max).
+    """
+    sink = maps[..., 0]
+    captioned = valid.any(1)
+    if not captioned.any():
+        return maps.sum() * 0, maps.sum() * 0
+    covered = (cells * valid[..., None]).amax(1)  # [batch, cells]
+    background = (covered == 0) & captioned[:, None]
+    low, high = cfg["sink_object"]
+    inside = (cells >= 0.5) & valid[..., None]  # [batch, 3, cells]
+    object_cells = inside.any(1)
+    terms = []
+    if background.any():
+        terms.append(F.relu(cfg["sink_background"] - sink[background]).mean())
+    if object_cells.any():
+        terms.append((F.relu(low - sink[object_cells]) + F.relu(sink[object_cells] - high)).mean())
+    word = torch.gather(maps, 2, columns[:, None, :].expand(-1, maps.shape[1], -1)).transpose(1, 2)
+    left = (1 - sink)[:, None, :].clamp_min(1e-4)
+    share = word / left  # [batch, 3, cells]
+    noun = (1 - share[inside]).mean() if inside.any() else maps.sum() * 0
+    return sum(terms), noun
+
+
 class Trainer:
     """Holds the run's state; every stage reads and writes `self.state` so a checkpoint resumes it."""
 
@@ -118,7 +159,9 @@ class Trainer:
 
         vae = AutoencoderKL.from_pretrained(model / "vae")
         self.vae.load_state_dict(vae.state_dict())
-        self.unet.load_state_dict(UNet2DConditionModel.from_pretrained(model / "unet").float().state_dict())
+        grown = components.grow_unet(self.unet, UNet2DConditionModel.from_pretrained(model / "unet").float().state_dict())
+        if grown:
+            self.log(f"grown UNet: {len(grown)} new parameters (attention blocks starting as identities)")
         self.text_encoder.load_state_dict(CLIPTextModel.from_pretrained(model / "text_encoder").float().state_dict())
         earlier = json.loads((model / "train_info.json").read_text())
         self.state.update(
@@ -246,8 +289,8 @@ class Trainer:
 
     def _grounding(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per cached scene: the shape noun's token column of each object (0: none) and the cells of
-        its mask on the H/32 map (coverage / max coverage), for the attention grounding loss."""
-        size, grid = self.config["size"], self.config["size"] // 32
+        its mask on the map level `map_scale` (coverage / max coverage), for the attention grounding loss."""
+        size, grid = self.config["size"], self.config["size"] // (8 * map_scale(self.config))
         rng = np.random.default_rng(self.config["seed"] + 3)  # the scenes cache_latents rendered
         columns = torch.zeros(count, 3, dtype=torch.long)
         cells = torch.zeros(count, 3, grid * grid)
@@ -276,11 +319,13 @@ class Trainer:
         rng = torch.Generator().manual_seed(self.config["seed"] + 4 + self.state["step"])
         grounding = cfg.get("attention_loss", 0.0)
         dominance = cfg.get("noun_dominance_loss", 0.0) if grounding else 0.0
+        sink_weight = cfg.get("sink_loss", 0.0) if grounding else 0.0
+        noun_share_weight = cfg.get("noun_share_loss", 0.0) if grounding else 0.0
         if grounding:
             from longedit.attention import AttentionContext, install_processors
 
             context = AttentionContext()
-            install_processors(self.unet, context, scale=4, sparse_causal=False)
+            install_processors(self.unet, context, scale=map_scale(self.config), sparse_causal=False)
             noun_columns, noun_cells = self._grounding(len(latents))
         self.unet.train()
         self.text_encoder.train()
@@ -313,6 +358,9 @@ class Trainer:
                 valid = (columns > 0) & ~drop[:, None]
                 attention_loss, dominance_loss = grounding_losses(maps, columns, noun_cells[idx], valid)
                 loss = loss + grounding * attention_loss + dominance * dominance_loss
+                if sink_weight or noun_share_weight:
+                    sink_loss, noun_share_loss = sink_losses(maps, columns, noun_cells[idx], valid, cfg)
+                    loss = loss + sink_weight * sink_loss + noun_share_weight * noun_share_loss
                 context.reset()
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -329,6 +377,8 @@ class Trainer:
                 extra = {"attention_loss": attention_loss.item()} if grounding else {}
                 if dominance:
                     extra["noun_dominance_loss"] = dominance_loss.item()
+                if sink_weight or noun_share_weight:
+                    extra.update(sink_loss=sink_loss.item(), noun_share_loss=noun_share_loss.item())
                 self.record("unet", self.state["step"], loss=loss.item(), smoothed=running, **extra)
                 bar.set_postfix(loss=f"{running:.4f}")
             self._tick("unet", started)
@@ -370,6 +420,9 @@ class Trainer:
             "vae": ["diffusers", "AutoencoderKL"],
         }
         (out / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
+        scale = map_scale(self.config)
+        (out / MAP_LEVEL_FILE).write_text(json.dumps({"rad_map_scale": scale, "note": (
+            f"RAD's cross-attention maps: latent/{scale} = frame/{8 * scale}")}, indent=2) + "\n")
         earlier = self.state.get("earlier_unet_steps") or 0
         info = {
             "config": self.config,
