@@ -36,6 +36,9 @@ from longedit.masks import ObjectMasks, build_object_masks, validate_objects
 from longedit.models import Backbone, load_backbone, load_tokenizer, resolve_device
 from longedit.planner import Probe, WindowPlan, parse_size, plan_window, probe_window_costs
 from longedit.progress import PROGRESS_NAME, JobProgress, Phase
+from longedit.rad_diagnostics import (
+    rad_lever_report, rad_lever_settings, rad_report_warnings, rad_summary, region_start, step_diagnostics,
+)
 from longedit.video import (
     VideoInfo, VideoWriter, check_output_path, crop_note, even_size, iter_frames, probe, processing_size,
 )
@@ -364,7 +367,7 @@ def loop_settings(job: EditJob, device: torch.device) -> LoopSettings:
         step_size=job.step_size, step_schedule=job.step_schedule, refine=job.use_refinement,
         topk_ratio=job.topk_ratio, attention_norm=job.attention_norm, smoothing=job.smoothing, irjs=job.irjs,
         source_noise=job.source_noise, anchor=job.anchor, overlap_weights=job.overlap_weights, seed=job.seed,
-        gradient_checkpointing=device.type == "cuda",
+        gradient_checkpointing=device.type == "cuda", **rad_lever_settings(job),
     )
 
 
@@ -790,13 +793,14 @@ def run_denoise(
         state.losses.append(float(np.mean(stats.losses)) if stats.losses else None)
         state.refinements.append(stats.refinements)
         state.skipped_updates += stats.skipped_updates
+        state.rad_diagnostics.extend([step_diagnostics(stats.rad)] if stats.rad else [])
         phase["name"] = "edit+rad" if index + 1 < rad_steps else "edit"
         keeper.lap("edit_s")
         if index + 1 < steps:
             keeper.step_done("edit", index + 1, latents)
 
     latents = denoise(
-        editor, state.latents, windows, masks, source_at if settings.irjs else None,
+        editor, region_start(state.latents, masks, settings, state.step), windows, masks, source_at if settings.irjs else None,
         start=state.step, callback=after_step, advance=lambda: tracker.advance(phase["name"]),
     )
     return latents
@@ -821,7 +825,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
             outside = float(((latents.float() - source.float()).abs() * keep).sum() / (keep.sum() * latents.shape[1]))
     total_s = time.perf_counter() - started
     settings = editor.settings
-    warnings_list = prepared.notices + ([TINY_WARNING] if backbone.is_tiny else [])
+    warnings_list = prepared.notices + ([TINY_WARNING] if backbone.is_tiny else []) + rad_report_warnings(state.rad_diagnostics, settings)
     return {
         "input": str(job.input),
         "output": str(job.output),
@@ -853,6 +857,7 @@ def build_report(job, prepared, backbone, editor, state: RunState, masks, words,
             "loss": state.losses,
             "refinement_iterations": state.refinements,
             "skipped_updates": state.skipped_updates,
+            "diagnostics": rad_summary(state.rad_diagnostics),
         },
         "irjs": {"enabled": job.irjs, "source_noise": job.source_noise, "background_latent_mae": outside},
         "background_paste": state.paste or {"enabled": False},
@@ -886,6 +891,7 @@ def effective_settings(job: EditJob, editor: VideoEditor, windows: list[tuple[in
         "topk_ratio": settings.topk_ratio,
         "attention_norm": settings.attention_norm,
         "smoothing": settings.smoothing,
+        **rad_lever_report(settings),
         "token_mode": job.token_mode,
         "irjs": settings.irjs,
         "source_noise": settings.source_noise,
