@@ -126,3 +126,19 @@ def test_the_report_has_rads_diagnostics_per_guided_step(tmp_path, extra):
     assert (settings["attention_temperature"], settings["step_norm"]) == ((10.0, "rms") if extra else (100.0, "none"))
     moved = abs(diagnostics["mean_loss_drop"]) >= 1e-4
     assert moved == (not any("did nothing measurable" in w for w in report["warnings"]))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--attention-temperature", "0"], "attention_temperature"),
+    (["--step-norm", "l2"], "step_norm"),
+    (["--region-start-strength", "1.5"], "region_start_strength"),
+    (["--rad-cells", "all"], "rad_cells"),
+])
+def test_bad_lever_values_exit_2_with_one_line(tmp_path, capsys, extra, message):
+    from longedit.cli import main
+
+    out = tmp_path / "o.mp4"
+    code = main(["edit", str(tmp_path / "missing.mp4"), "-o", str(out), "--model", "tiny", "--source-prompt", "a dog",
+                 "--prompt", "a cat", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and not out.exists()

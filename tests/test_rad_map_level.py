@@ -82,3 +82,18 @@ def test_the_editor_reads_rad_maps_at_the_backbones_level(tiny_backbone):
     assert masks_map.shape[-2:] == (4, 4)
     grad, loss = editor.rad_gradient(None, latents, editor.schedule.timesteps[0], masks_map)
     assert grad.shape == latents.shape and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_a_continued_run_resumes_its_grown_weights_in_the_data_stage(tmp_path):
+    from longedit.toyworld.train import Trainer
+    from test_toyworld_train import MICRO
+
+    config = {**MICRO, "unet": {**MICRO["unet"], "full_resolution_attention": True}, "attention_map_scale": 1}
+    first = Trainer(config, tmp_path, log=lambda message: None)
+    first.state.update(stage="data", init_from="some/model", scaling_factor=0.5)
+    with torch.no_grad():
+        next(first.unet.parameters()).add_(1.0)
+    first.save()
+    second = Trainer(config, tmp_path, log=lambda message: None)
+    second.load()
+    assert torch.equal(next(second.unet.parameters()), next(first.unet.parameters()))

@@ -142,7 +142,8 @@ class Trainer:
         saved = torch.load(self.state_path, map_location="cpu", weights_only=False)
         self.state = saved["state"]
         self.vae.load_state_dict(saved["vae"])
-        if self.state["stage"] in ("unet", "done"):  # untouched (fresh init) before the UNet stage
+        # untouched (fresh init) before the UNet stage, unless continued from a model (`init_from`)
+        if self.state["stage"] in ("unet", "done") or self.state.get("init_from"):
             self.unet.load_state_dict(saved["unet"])
             self.text_encoder.load_state_dict(saved["text_encoder"])
         self._optim_state = saved.get("optim")
