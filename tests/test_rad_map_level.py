@@ -97,3 +97,28 @@ def test_a_continued_run_resumes_its_grown_weights_in_the_data_stage(tmp_path):
     second = Trainer(config, tmp_path, log=lambda message: None)
     second.load()
     assert torch.equal(next(second.unet.parameters()), next(first.unet.parameters()))
+
+
+@pytest.mark.slow
+def test_growing_a_trained_micro_model_trains_with_the_sink_and_exports_its_map_level(tmp_path):
+    from longedit.models import load_backbone
+    from longedit.toyworld.train import main
+    from test_toyworld_train import MICRO
+
+    small, grown = tmp_path / "small.json", tmp_path / "grown.json"
+    small.write_text(json.dumps(MICRO))
+    unet = {**MICRO["unet"], "full_resolution_attention": True, "sink_loss": 0.1, "noun_share_loss": 0.1,
+            "sink_background": 0.9, "sink_object": [0.5, 0.85]}
+    grown.write_text(json.dumps({**MICRO, "unet": unet, "attention_map_scale": 1}))
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--config", str(small), "--work", str(tmp_path / "w1"), "--out", str(tmp_path / "m1"), "--unet-steps", "1"]) == 0
+        assert main(["--config", str(grown), "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "m2"),
+                     "--init-from", str(tmp_path / "m1"), "--unet-steps", "25"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    losses = [json.loads(line) for line in (tmp_path / "w2" / "loss.jsonl").read_text().splitlines()]
+    assert losses[-1]["step"] == 25 and 0 <= losses[-1]["sink_loss"] < 2 and 0 <= losses[-1]["noun_share_loss"] <= 1
+    assert json.loads((tmp_path / "m2" / MAP_LEVEL_FILE).read_text())["rad_map_scale"] == 1
+    assert load_backbone(str(tmp_path / "m2"), device="cpu").map_scale == 1
+    assert load_backbone(str(tmp_path / "m1"), device="cpu").map_scale == 4
