@@ -47,6 +47,7 @@ class RunState:
     losses: list[float | None] = field(default_factory=list)
     refinements: list[int] = field(default_factory=list)
     skipped_updates: int = 0
+    rad_diagnostics: list[dict] = field(default_factory=list)  # per guided step (`longedit.rad_diagnostics`)
     unet_forwards: int = 0
     timing: dict[str, float] = field(default_factory=dict)
     fatezero: dict | None = None

@@ -236,6 +236,13 @@ class EditJob(BaseModel):
     token_mode: Literal["all", "last"] = "all"
     attention_norm: Literal["official", "prompt", "raw"] = "official"
     smoothing: bool = True
+    # RAD's levers where a model lacks SD's start-token sink (issue 25; the official behaviour is the default)
+    attention_temperature: float = Field(100.0, gt=0)  # softmax(T A) of the official map
+    step_norm: Literal["none", "rms"] = "none"  # rms: step along grad / RMS(grad)
+    rad_cells: Literal["official", "irjs"] = "official"  # irjs: only cells whose latents IRJS lets change
+    region_start: Literal["inverted", "noise"] = "inverted"  # noise: re-noise x_T inside the regions
+    region_start_strength: float = Field(1.0, ge=0, le=1)  # share of noise variance for region_start noise
+    rad_diagnostics: bool = True  # measure RAD's loss after each update (one no-grad guided forward more)
 
     irjs: bool = True
     source_noise: Literal["fresh", "fixed", "inversion"] = "fresh"

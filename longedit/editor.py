@@ -35,9 +35,11 @@ from longedit.attention import AttentionContext, StopForward, install_processors
 from longedit.backbones.adapters import adapter_for
 from longedit.ddim import DdimSchedule, add_noise, ddim_move
 from longedit.masks import ObjectMasks
-from longedit.models import Backbone
+from longedit.rad_diagnostics import irjs_cells, saturated_share, window_diagnostics
+from longedit.models import DEFAULT_MAP_SCALE, Backbone
 from longedit.rad import (
     MAX_REFINEMENT_ITERATIONS,
+    SOFTMAX_TEMPERATURE,
     ColumnPlan,
     GuidedUpdate,
     RadLoss,
@@ -51,7 +53,7 @@ from longedit.rad import (
 from longedit.windows import WindowMerger
 from longedit.words import WordTokens, prompt_token_count
 
-MAP_SCALE = 4  # RAD maps live at latent/4 = frame/32
+MAP_SCALE = DEFAULT_MAP_SCALE  # RAD maps live at latent/4 = frame/32 unless the model names its level
 FP16_LOSS_SCALE = 1024.0
 SOURCE_NOISE_MODES = ("fresh", "fixed", "inversion")
 ANCHOR_MODES = ("window", "video")
@@ -86,6 +88,12 @@ class LoopSettings:
     gradient_checkpointing: bool = False
     kernel_backend: str = "auto"
     record_attention: bool = True
+    attention_temperature: float = SOFTMAX_TEMPERATURE
+    step_norm: str = "none"
+    rad_cells: str = "official"
+    rad_diagnostics: bool = False  # measure the loss after each update (one no-grad guided forward more)
+    region_start: str = "inverted"
+    region_start_strength: float = 1.0
 
 
 @dataclass
@@ -99,6 +107,7 @@ class StepStats:
     refinements: int = 0
     skipped_updates: int = 0
     unet_forwards: int = 0
+    rad: list[dict] = field(default_factory=list)  # per window: `rad_diagnostics.window_diagnostics`
 
     def share(self) -> list[float]:
         return [float(i / t) if t > 0 else 0.0 for i, t in zip(self.inside, self.total)]
@@ -120,6 +129,7 @@ class VideoEditor:
         self.settings = settings
         self.words = words
         self.adapter = adapter_for(getattr(backbone, "kind", "sd"))
+        self.map_scale = getattr(backbone, "map_scale", MAP_SCALE)  # the model's RAD map level (latent/scale)
         self.context = AttentionContext(kernel_backend=settings.kernel_backend)
         self.capture_layers = self._take_unet()
         self.fusion = None
@@ -152,7 +162,7 @@ class VideoEditor:
         checks that the processors are this editor's, so the last editor built does not capture the
         others' maps. Returns the capture layer names."""
         unet = self.backbone.unet
-        layers = install_processors(unet, self.context, MAP_SCALE, sparse_causal=self.adapter.sparse_causal)
+        layers = install_processors(unet, self.context, self.map_scale, sparse_causal=self.adapter.sparse_causal)
         if self.settings.gradient_checkpointing and self.adapter.supports_checkpointing:
             unet.enable_gradient_checkpointing()
         else:
@@ -256,12 +266,13 @@ class VideoEditor:
         timestep: int,
         masks: torch.Tensor,
         objective: Callable[[RadLoss], torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, RadLoss]:
+        gradient: bool = True,
+    ) -> tuple[torch.Tensor | None, RadLoss]:
         """Loss and d objective / d own of the guided (cond-only) forward for one window.
 
         `objective(loss)` picks the scalar to differentiate once the loss is known (default: the total
         loss). The gradient is returned as computed (fp32): a non-finite one (fp16 overflow) is the
-        caller's to skip, never clamped into a huge step.
+        caller's to skip, never clamped into a huge step. `gradient=False`: the loss alone (no backward; None).
         """
         context = self.context
         variable = own.detach().requires_grad_(True)
@@ -272,23 +283,28 @@ class VideoEditor:
         context.columns = self.loss_plan.tensor(x.device)
         context.stop_after = self.capture_layers[-1] if self.settings.truncate_guided_forward else None
         try:
-            with torch.enable_grad():
+            with torch.set_grad_enabled(gradient):
                 try:
                     self._unet(x, timestep, self.cond)
                 except StopForward:
                     pass
-                height, width = own.shape[-2] // MAP_SCALE, own.shape[-1] // MAP_SCALE
-                maps = word_maps([m[offset:] for m in context.maps], self.loss_plan, height, width, self.settings.smoothing)
-                if self.map_sink is not None:
+                height, width = own.shape[-2] // self.map_scale, own.shape[-1] // self.map_scale
+                captured = [m[offset:] for m in context.maps]
+                temperature = self.settings.attention_temperature
+                maps = word_maps(captured, self.loss_plan, height, width, self.settings.smoothing, temperature)
+                if self.map_sink is not None and gradient:
                     self._maps = maps.detach()
                 loss = rad_loss(maps, masks.to(maps.device), self.settings.topk_ratio)
+                saturated = saturated_share(captured, len(self.loss_plan.columns) if self.loss_plan.softmax else None, temperature)
+                if not gradient:
+                    return None, RadLoss(loss.total.detach(), loss.inner.detach(), loss.outer.detach(), saturated)
                 target = loss.total if objective is None else objective(loss)
                 scale = FP16_LOSS_SCALE if own.dtype == torch.float16 else 1.0
                 context.replaying = True
                 (grad,) = torch.autograd.grad(target * scale, variable)
         finally:
             context.reset()
-        return grad.float() / scale, RadLoss(loss.total.detach(), loss.inner.detach(), loss.outer.detach())
+        return grad.float() / scale, RadLoss(loss.total.detach(), loss.inner.detach(), loss.outer.detach(), saturated)
 
     def rad_update(self, anchor, own: torch.Tensor, index: int, masks: torch.Tensor) -> tuple[torch.Tensor, GuidedUpdate]:
         """x_t <- x_t - a_t * grad (eq. 7), after the official refinement at its steps (`rad.guided_update`)."""
@@ -298,7 +314,8 @@ class VideoEditor:
             return self.rad_gradient(anchor, x, timestep, masks, objective)
 
         return guided_update(
-            own, measure, self.step_sizes[index], self.refinement.get(index), MAX_REFINEMENT_ITERATIONS
+            own, measure, self.step_sizes[index], self.refinement.get(index), MAX_REFINEMENT_ITERATIONS,
+            self.settings.step_norm,
         )
 
     # ----------------------------------------------------------------------------------- edit
@@ -325,7 +342,7 @@ class VideoEditor:
         eps = self.schedule.noise(eps, x, timestep)  # a v- or x0-predicting model's guided output, as eps
         shares = None
         if record:
-            height, width = own.shape[-2] // MAP_SCALE, own.shape[-1] // MAP_SCALE
+            height, width = own.shape[-2] // self.map_scale, own.shape[-1] // self.map_scale
             maps = word_maps(captured, self.record_plan, height, width, smoothing=False)
             shares = attention_share(maps, masks_map.to(maps.device))
             if self.map_sink is not None and not self._sink_rad_maps():
@@ -357,10 +374,18 @@ class VideoEditor:
         forwards_before = self.unet_forwards
         for position, (start, end) in enumerate(windows):
             anchor, own = self.window_inputs(latents, start, end)
-            masks_map = masks.at_map_resolution(start, end, MAP_SCALE) if masks is not None else None
+            masks_map = masks.at_map_resolution(start, end, self.map_scale) if masks is not None else None
             self._maps = None
             if guided:
-                own, update = self.rad_update(anchor, own, index, masks_map)
+                rad_masks = masks_map
+                if settings.rad_cells == "irjs" and irjs:
+                    rad_masks = irjs_cells(masks_map, masks.union(start, end), self.map_scale)
+                before = own
+                own, update = self.rad_update(anchor, own, index, rad_masks)
+                after = None
+                if settings.rad_diagnostics:
+                    after = float(self.rad_gradient(anchor, own, timestep, rad_masks, gradient=False)[1].total)
+                stats.rad.append(window_diagnostics(update, before, own, after, masks.union(start, end) if irjs else None))
                 stats.losses.extend(update.losses)
                 stats.refinements += update.refinements
                 stats.skipped_updates += update.skipped

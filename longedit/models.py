@@ -20,6 +20,8 @@ import torch
 from longedit.errors import UserError
 
 TINY = "tiny"
+DEFAULT_MAP_SCALE = 4  # RAD's maps at latent/4 = frame/32: SD 1.x's 16x16 level at 512 px
+MAP_LEVEL_FILE = "attention_map.json"  # a model folder may name its own level: {"rad_map_scale": 1}
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Backbone:
     kind: str = "sd"
     loras: tuple = ()  # the fused LoRAs (model_extras.LoraSpec)
     vae_source: str | None = None  # --vae, when the model's own VAE was replaced
+    map_scale: int = DEFAULT_MAP_SCALE  # latent downsampling of the cross-attention level RAD reads
 
     @property
     def is_tiny(self) -> bool:
@@ -89,6 +92,23 @@ def _model_source(model: str) -> str:
             "point --model at the folder holding model_index.json",
         )
     return source
+
+
+def rad_map_scale(source: str) -> int:
+    """The latent downsampling of RAD's cross-attention level for a model folder: its `attention_map.json`
+    (written by the toy trainer; a small model whose 16x16 level is not H/32) or SD's latent/4."""
+    path = Path(source) / MAP_LEVEL_FILE
+    if not path.is_file():
+        return DEFAULT_MAP_SCALE
+    import json
+
+    try:
+        scale = json.loads(path.read_text())["rad_map_scale"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"'{path}' is not a map level file ({error})", 'write {"rad_map_scale": 4} or remove it') from error
+    if scale not in (1, 2, 4, 8):
+        raise UserError(f"'{path}' names map scale {scale!r}", "rad_map_scale must be 1, 2, 4 or 8 (latent downsampling)")
+    return scale
 
 
 def _load_error(model: str, error: Exception) -> UserError:
@@ -177,6 +197,7 @@ def _load_components(model: str, local_files_only: bool, backbone: str = "auto",
             warnings.simplefilter("ignore")
             return {
                 "kind": kind,
+                "map_scale": rad_map_scale(source),
                 "unet": backbone_kind(kind).load_unet(source, local_files_only),
                 "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs),
                 "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs),
@@ -265,4 +286,5 @@ def frozen_backbone(components: dict, name: str, device: torch.device, dtype: to
         device=device,
         dtype=dtype,
         kind=kind,
+        map_scale=components.get("map_scale", DEFAULT_MAP_SCALE),
     )

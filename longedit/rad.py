@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -83,12 +83,16 @@ def layer_average(captured: list[torch.Tensor]) -> torch.Tensor:
 
 
 def word_maps(
-    captured: list[torch.Tensor], plan: ColumnPlan, height: int, width: int, smoothing: bool = True
+    captured: list[torch.Tensor], plan: ColumnPlan, height: int, width: int, smoothing: bool = True,
+    temperature: float = SOFTMAX_TEMPERATURE,
 ) -> torch.Tensor:
-    """Per-word attention maps [F, J, h, w] from captured head-averaged maps [F, h*w, C] of each layer."""
+    """Per-word attention maps [F, J, h, w] from captured head-averaged maps [F, h*w, C] of each layer.
+
+    `temperature`: the factor of the softmax over the plan's columns (official 100; a model without SD's
+    start-token sink saturates it into an argmax, where a smaller one keeps the map graded)."""
     maps = layer_average(captured)
     if plan.softmax:
-        maps = torch.softmax(maps * SOFTMAX_TEMPERATURE, dim=-1)
+        maps = torch.softmax(maps * temperature, dim=-1)
     per_word = torch.stack([maps[..., list(group)].mean(dim=-1) for group in plan.groups], dim=1)
     frames, words = per_word.shape[:2]
     per_word = per_word.reshape(frames, words, height, width)
@@ -130,6 +134,7 @@ class RadLoss:
     total: torch.Tensor
     inner: torch.Tensor  # [J] L_IR per word (0 where the word's mask is empty in every frame)
     outer: torch.Tensor  # [J] L_OR per word
+    saturated: float | None = None  # share of map cells whose softmax is a hard argmax (diagnostics)
 
 
 def rad_loss(maps: torch.Tensor, masks: torch.Tensor, ratio: float = 0.2) -> RadLoss:
@@ -177,6 +182,8 @@ class GuidedUpdate:
     losses: list[float]
     refinements: int = 0
     skipped: int = 0
+    grad_norms: list[float] = field(default_factory=list)  # |grad| of each measure, in order
+    saturated: list[float] = field(default_factory=list)  # saturated map share of each measure
 
 
 Measure = Callable[[torch.Tensor, Callable[[RadLoss], torch.Tensor]], tuple[torch.Tensor, RadLoss]]
@@ -188,6 +195,7 @@ def guided_update(
     step_size: float,
     threshold: float | None = None,
     max_refinements: int = MAX_REFINEMENT_ITERATIONS,
+    step_norm: str = "none",
 ) -> tuple[torch.Tensor, GuidedUpdate]:
     """RAD's latent update at one step, as the official loop runs it (a pure function over `measure`).
 
@@ -197,6 +205,7 @@ def guided_update(
     steps on the gradient of max_j L_IR^j alone, do-while style: it updates, then continues while the
     loss measured before that update still exceeded the target, at most `max_refinements` times; then
     the main update on the total loss at the refined latents. A non-finite gradient skips its update.
+    `step_norm="rms"` divides each gradient by its root mean square first (`normalized_gradient`).
     """
     target = None if threshold is None else max(0.0, 1.0 - threshold)
     report = GuidedUpdate(losses=[])
@@ -217,8 +226,12 @@ def guided_update(
 
         grad, loss = measure(x, objective)
         report.losses.append(float(loss.total))
+        report.grad_norms.append(float(grad.float().norm()))
+        if loss.saturated is not None:
+            report.saturated.append(loss.saturated)
         finite = bool(torch.isfinite(grad).all())
         if finite:
+            grad = normalized_gradient(grad, step_norm)
             x = (x.float() - step_size * grad.to(x.device)).to(x.dtype)
         else:
             report.skipped += 1
@@ -226,3 +239,18 @@ def guided_update(
             return x, report
         report.refinements += 1
         previous = float(loss.inner.detach().max())
+
+
+STEP_NORMS = ("none", "rms")
+
+
+def normalized_gradient(grad: torch.Tensor, step_norm: str = "none") -> torch.Tensor:
+    """The gradient RAD steps along: as computed (`none`, official) or divided by its root mean square
+    (`rms`: a_t then moves each latent by about a_t / 1, whatever the gradient's scale; an almost-zero
+    gradient of a saturated map still moves the latents). An all-zero gradient stays zero."""
+    if step_norm == "none":
+        return grad
+    if step_norm != "rms":
+        raise ValueError(f"unknown step norm '{step_norm}' (use one of {', '.join(STEP_NORMS)})")
+    rms = grad.float().pow(2).mean().sqrt()
+    return grad if float(rms) == 0 else (grad.float() / rms).to(grad.dtype)

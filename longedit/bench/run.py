@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from longedit.memory import TensorMemoryTracker, current_rss_bytes, peak_rss_bytes, saved_tensor_bytes
 from longedit.bench.presets import PRESETS, BenchPreset, build_backbone
 from longedit.config import ObjectSpec
-from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, VideoEditor, denoise, invert
+from longedit.editor import LoopSettings, SourceLevels, VideoEditor, denoise, invert
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks, build_object_masks
 from longedit.models import resolve_device, resolve_dtype
@@ -128,7 +128,7 @@ def _guided_pass_bytes(editor: VideoEditor, latents: torch.Tensor, masks: Object
     """
     start, end = windows[1] if len(windows) > 1 else windows[0]
     anchor, own = editor.window_inputs(latents, start, end)
-    masks_map = masks.at_map_resolution(start, end, MAP_SCALE)
+    masks_map = masks.at_map_resolution(start, end, editor.map_scale)
     timestep = editor.schedule.timesteps[0]
     with saved_tensor_bytes(editor.backbone.unet) as saved, TensorMemoryTracker() as tracker:
         editor.rad_gradient(anchor, own, timestep, masks_map)

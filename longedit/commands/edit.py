@@ -77,6 +77,11 @@ def print_summary(report: dict, shown: frozenset[str] = frozenset()) -> None:
     for word, shares in report["rad"]["attention_in_mask"].items():
         if shares:
             typer.echo(f"  '{word}': share of its attention inside its region, mean over {len(shares)} steps: {mean_share(shares):.3f}")
+    diagnostics = report["rad"].get("diagnostics") or {}
+    if diagnostics.get("mean_loss_drop") is not None:
+        saturated = diagnostics["mean_saturated"]
+        typer.echo(f"  RAD: loss drop per guided step {diagnostics['mean_loss_drop']:.2g}, |grad|/|z| {diagnostics['mean_grad_over_z'] or 0:.2g},"
+                   f" saturated map cells {'n/a' if saturated is None else f'{100 * saturated:.0f}%'}")
     mae = report["irjs"]["background_latent_mae"]
     if mae is not None:
         typer.echo(f"  background latent MAE vs source: {mae:.4f}")
@@ -147,6 +152,12 @@ def edit(
     token_mode: Annotated[Optional[str], typer.Option(help="Multi-token words: all tokens or the last [all].")] = None,
     attention_norm: Annotated[Optional[str], typer.Option(help="official (softmax x100 over the 75 columns 1..75 of 77), prompt (softmax over the prompt's tokens) or raw [official].")] = None,
     smoothing: Annotated[Optional[bool], typer.Option("--smoothing/--no-smoothing", help="Gaussian smoothing of the maps [on].")] = None,
+    attention_temperature: Annotated[Optional[float], typer.Option(help="T of RAD's softmax(T A) over the columns (official 100; smaller keeps a map graded on a model without SD's start-token sink) [100].")] = None,
+    step_norm: Annotated[Optional[str], typer.Option(help="none (official: x -= a grad) or rms (x -= a grad / RMS(grad)) [none].")] = None,
+    rad_cells: Annotated[Optional[str], typer.Option(help="official (cells at least half covered) or irjs (only cells whose latents IRJS lets change) [official].")] = None,
+    region_start: Annotated[Optional[str], typer.Option(help="inverted (official: x_T as inverted) or noise (x_T re-noised inside the regions) [inverted].")] = None,
+    region_start_strength: Annotated[Optional[float], typer.Option(help="Share of noise variance for --region-start noise, 0..1 [1].")] = None,
+    rad_diagnostics: Annotated[Optional[bool], typer.Option("--rad-diagnostics/--no-rad-diagnostics", help="Measure RAD's loss after each update for the report (one no-grad guided forward more per guided step) [on].")] = None,
     irjs: Annotated[Optional[bool], typer.Option("--irjs/--no-irjs", help="Keep everything outside the objects as in the source [on].")] = None,
     source_noise: Annotated[Optional[str], typer.Option(help="IRJS source latents: fresh (a new seeded draw per step, as the official code), fixed (one draw) or inversion (the DDIM trajectory) [fresh].")] = None,
     inversion_prompt: Annotated[Optional[str], typer.Option(help="Prompt of the DDIM inversion: auto (empty for reatco, as the official code; source for fatezero), source or empty [auto].")] = None,

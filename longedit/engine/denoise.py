@@ -16,6 +16,7 @@ from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
 from longedit.editor import SourceLevels, StepStats, VideoEditor, denoise
 from longedit.progress import JobProgress
 from longedit.engine.keeper import StepKeeper, is_fresh
+from longedit.rad_diagnostics import region_start, step_diagnostics
 
 
 @contextlib.contextmanager
@@ -65,6 +66,7 @@ def run_denoise(
         state.losses.append(float(np.mean(stats.losses)) if stats.losses else None)
         state.refinements.append(stats.refinements)
         state.skipped_updates += stats.skipped_updates
+        state.rad_diagnostics.extend([step_diagnostics(stats.rad)] if stats.rad else [])
         phase["name"] = "edit+rad" if index + 1 < rad_steps else "edit"
         keeper.lap("edit_s")
         if on_step is not None:
@@ -73,7 +75,7 @@ def run_denoise(
             keeper.step_done("edit", index + 1, latents)
 
     latents = denoise(
-        editor, state.latents, windows, masks, source_at if settings.irjs else None,
-        start=state.step, callback=after_step, advance=lambda: tracker.advance(phase["name"]),
+        editor, region_start(state.latents, masks, settings, state.step), windows, masks,
+        source_at if settings.irjs else None, start=state.step, callback=after_step, advance=lambda: tracker.advance(phase["name"]),
     )
     return latents

@@ -11,7 +11,7 @@ from longedit import attention_pictures
 from longedit.attention_pictures import MapStore
 from longedit.checkpoint import RunState
 from longedit.config import EditJob
-from longedit.editor import MAP_SCALE, VideoEditor
+from longedit.editor import VideoEditor
 from longedit.masks import ObjectMasks
 from longedit.models import Backbone
 from longedit.progress import JobProgress
@@ -37,7 +37,7 @@ def picture_store(job: EditJob, editor: VideoEditor, state: RunState, work_dir: 
     name = MAPS_NAME if work_dir is not None else f".{Path(job.output).name}.{os.getpid()}.{MAPS_NAME}"
     folder.mkdir(parents=True, exist_ok=True)
     width, height = latent_grid(prepared, backbone)
-    grid = (height // MAP_SCALE, width // MAP_SCALE)
+    grid = (height // editor.map_scale, width // editor.map_scale)
     store = MapStore(folder / name, editor.picture_steps, prepared.info.frames, len(editor.words), grid, create=is_fresh(state))
     editor.map_sink = store.put
     try:

@@ -19,6 +19,7 @@ from longedit.words import WordTokens
 from longedit.engine.keeper import is_fresh
 from longedit.engine.prepare import Prepared
 from longedit.engine.preview import first_frames, preview_frames
+from longedit.rad_diagnostics import rad_lever_settings
 
 
 DEFAULT_WINDOW = {"cuda": 16, "cpu": 8}
@@ -36,7 +37,7 @@ def loop_settings(job: EditJob, device: torch.device) -> LoopSettings:
         step_size=job.step_size, step_schedule=job.step_schedule, refine=job.use_refinement,
         topk_ratio=job.topk_ratio, attention_norm=job.attention_norm, smoothing=job.smoothing, irjs=job.irjs,
         source_noise=job.source_noise, anchor=job.anchor, overlap_weights=job.overlap_weights, seed=job.seed,
-        gradient_checkpointing=device.type == "cuda",
+        gradient_checkpointing=device.type == "cuda", **rad_lever_settings(job),
     )
 
 

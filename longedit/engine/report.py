@@ -12,6 +12,7 @@ from longedit.checkpoint import RunState
 from longedit.config import EditJob
 from longedit.editor import VideoEditor
 from longedit.model_info import model_extras_report
+from longedit.rad_diagnostics import rad_lever_report, rad_report_warnings, rad_summary
 from longedit.source_range import media_report
 from longedit.masks import ObjectMasks
 from longedit.models import Backbone
@@ -56,7 +57,7 @@ def build_report(
             outside = float(((latents.float() - source.float()).abs() * keep).sum() / (keep.sum() * latents.shape[1]))
     total_s = time.perf_counter() - started
     settings = editor.settings
-    warnings_list = prepared.notices + ([TINY_WARNING] if backbone.is_tiny else [])
+    warnings_list = prepared.notices + ([TINY_WARNING] if backbone.is_tiny else []) + rad_report_warnings(state.rad_diagnostics, settings)
     return {
         "input": str(job.input),
         "output": str(job.output),
@@ -91,6 +92,7 @@ def build_report(
             "loss": state.losses,
             "refinement_iterations": state.refinements,
             "skipped_updates": state.skipped_updates,
+            "diagnostics": rad_summary(state.rad_diagnostics),
         },
         "irjs": {"enabled": job.irjs, "source_noise": job.source_noise, "background_latent_mae": outside},
         "background_paste": state.paste or {"enabled": False},
@@ -132,6 +134,7 @@ def effective_settings(job: EditJob, editor: VideoEditor, windows: list[tuple[in
         "stride": (windows[1][0] - windows[0][0]) if len(windows) > 1 else None,
         "overlap_weights": settings.overlap_weights,
         "seed": settings.seed,
+        **rad_lever_report(settings),
     }
 
 

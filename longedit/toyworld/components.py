@@ -109,18 +109,47 @@ def build_text_encoder(config: dict, tokenizer):
     )
 
 
+def unet_block_types(config: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Down and up block types: cross-attention at H/16 and H/32 (and the mid block); with
+    `full_resolution_attention` also in the first down and last up block (latent/1 = H/8, the 16x16 map
+    at 128 px that SD 1.5 gives RAD at 512 px). The resnet and sampler names are the same either way, so
+    a model without them loads into one with them (`grow_unet`)."""
+    full = "CrossAttnDownBlock2D" if config.get("full_resolution_attention") else "DownBlock2D"
+    full_up = "CrossAttnUpBlock2D" if config.get("full_resolution_attention") else "UpBlock2D"
+    return (full, "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"), (
+        "UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", full_up)
+
+
+def grow_unet(unet, state: dict) -> list[str]:
+    """Load `state` (a UNet without some attention blocks) into `unet`; the attention blocks it lacks start
+    as identities (their output projection zeroed: the residual adds nothing), so the grown UNet computes
+    exactly what the smaller one did. Returns the names of the new parameters."""
+    import torch
+
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"parameters the grown UNet does not have: {unexpected[:5]}")
+    with torch.no_grad():
+        for name in {m.rsplit(".proj_out.", 1)[0] for m in missing if ".proj_out." in m}:
+            projection = unet.get_submodule(name + ".proj_out")
+            projection.weight.zero_()
+            projection.bias.zero_()
+    return missing
+
+
 def build_unet(config: dict):
-    """4-level UNet; cross-attention at H/16 and H/32 (and the mid block), none at full latent size."""
+    """4-level UNet of `unet_block_types`."""
     from diffusers import UNet2DConditionModel
 
+    down, up = unet_block_types(config)
     return UNet2DConditionModel(
         block_out_channels=tuple(config["block_out_channels"]),
         layers_per_block=config["layers_per_block"],
         sample_size=config["sample_size"],
         in_channels=4,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=down,
+        up_block_types=up,
         cross_attention_dim=config["cross_attention_dim"],
         attention_head_dim=config["attention_head_dim"],
         norm_num_groups=config["norm_num_groups"],

@@ -117,11 +117,12 @@ def attention_localisation(backbone, scenes: list[Scene], steps: int = 10, size:
 
     context = AttentionContext()
     original = dict(backbone.unet.attn_processors)
-    install_processors(backbone.unet, context, scale=4, sparse_causal=False)
+    install_processors(backbone.unet, context, scale=getattr(backbone, "map_scale", 4), sparse_causal=False)
     schedule = DdimSchedule.from_scheduler(backbone.scheduler, steps)
     generator = torch.Generator().manual_seed(seed)
     official = torch.tensor(OFFICIAL_COLUMNS)
     shares, areas, official_inside, word_probability, padding_probability = [], [], [], [], []
+    sink_background, sink_object, entropy, near_tie = [], [], [], []
     try:
         for scene in scenes:
             image, masks = render_scene(scene, size)
@@ -136,6 +137,7 @@ def attention_localisation(backbone, scenes: list[Scene], steps: int = 10, size:
             rad_maps = torch.softmax(maps[:, :, official] * SOFTMAX_TEMPERATURE, dim=-1)
             grid = int(round(maps.shape[1] ** 0.5))
             padding = len(scene.caption.split()) + 2  # columns after the end token
+            covered = torch.zeros(maps.shape[1])
             for column, mask in zip(object_word_columns(backbone, scene), masks):
                 cells = F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], grid).flatten()
                 attention = maps[:, :, column]
@@ -146,6 +148,18 @@ def attention_localisation(backbone, scenes: list[Scene], steps: int = 10, size:
                 official_inside.append(float((rad_maps[:, :, column - 1] * weights).sum(1).mean()))
                 word_probability.append(float((attention * weights).sum(1).mean()))
                 padding_probability.append(float((maps[:, :, padding:].sum(-1) * weights).sum(1).mean()))
+                inside = cells >= 0.5
+                covered = torch.maximum(covered, cells)
+                if inside.any():
+                    sink_object.append(float(maps[:, inside, 0].mean()))
+                    graded = rad_maps[:, inside].clamp_min(1e-12)
+                    entropy.append(float(-(graded * graded.log()).sum(-1).mean()))
+                    raw = maps[:, inside][..., official]
+                    others = raw.clone()
+                    others[..., column - 1] = -1
+                    near_tie.append(float(((raw[..., column - 1] - others.amax(-1)).abs() * SOFTMAX_TEMPERATURE < 1).float().mean()))
+            if (covered == 0).any():
+                sink_background.append(float(maps[:, covered == 0, 0].mean()))
     finally:
         context.reset()
         backbone.unet.set_attn_processor(original)
@@ -161,6 +175,14 @@ def attention_localisation(backbone, scenes: list[Scene], steps: int = 10, size:
         "official_map_inside": float(np.mean(official_inside)),
         "word_probability_inside": float(np.mean(word_probability)),
         "padding_probability_inside": float(np.mean(padding_probability)),
+        # SD-likeness of the map RAD reads: the start token's share (SD: most of every cell's attention),
+        # the entropy (nats) of softmax(100 A) over 1..75 on object cells (0: a hard argmax; log 75 = 4.3:
+        # flat), and the share of object cells where the word is within 1/100 of the top other column
+        # (softmax(100 A) is graded there, so RAD's gradient is not zero)
+        "sink_share_background": float(np.mean(sink_background)) if sink_background else None,
+        "sink_share_object": float(np.mean(sink_object)) if sink_object else None,
+        "official_map_entropy_object": float(np.mean(entropy)) if entropy else None,
+        "near_tie_share_object": float(np.mean(near_tie)) if near_tie else None,
     }
 
 
@@ -209,6 +231,12 @@ def measure(model: str, captions: int = 200, steps: int = 25, guidance: float = 
 def _lr_decay(info: dict) -> str:
     ratio = info["config"]["unet"].get("min_lr_ratio")
     return "" if ratio is None else f" (cosine decay to {ratio}x over the continued run)"
+
+
+def _attention_levels(info: dict) -> str:
+    if info["config"]["unet"].get("full_resolution_attention"):
+        return "at latent/1 (= H/8, a 16x16 map at 128 px, as SD 1.5's H/32 at 512 px), latent/2 and latent/4"
+    return "at latent/2 and latent/4 (= H/32, a 4x4 map at 128 px)"
 
 
 def _continue_config(info: dict) -> str:
@@ -275,7 +303,16 @@ def _dominance_line(att: dict) -> str:
     return (f"\n- RAD's view of the same maps (softmax(100 A) over columns 1-75, as the official code): the object word's value"
             f" averaged over its mask's cells is **{att['official_map_inside']:.3f}** (1 = the word is the column its object"
             f" attends to most; RAD's inner loss is 1 minus its top-k mean); there the word gets"
-            f" {att['word_probability_inside']:.3f} of each cell's attention and the padding columns {att['padding_probability_inside']:.3f}.")
+            f" {att['word_probability_inside']:.3f} of each cell's attention and the padding columns {att['padding_probability_inside']:.3f}.{_sink_line(att)}")
+
+
+def _sink_line(att: dict) -> str:
+    if att.get("sink_share_background") is None or att.get("near_tie_share_object") is None:
+        return ""
+    return (f"\n- SD-likeness of that map: the start token (column 0) takes **{att['sink_share_background']:.3f}** of background"
+            f" cells' attention and {att['sink_share_object']:.3f} of object cells' (SD: most of every cell's); softmax(100 A)'s"
+            f" entropy on object cells {att['official_map_entropy_object']:.2f} nats (0: a hard argmax, 4.3: flat); the word within"
+            f" 1/100 of the top other column (graded, RAD's gradient not zero) in {att['near_tie_share_object']:.3f} of object cells.")
 
 
 def _card(folder: Path, results: dict) -> str:
@@ -309,7 +346,7 @@ Load it with `--model toy` (this folder, shipped in the package) or `--model PAT
 ## Architecture
 - VAE: `AutoencoderKL` {info['config']['vae']['block_out_channels']}, 8x downsampling, 4 latent channels, scaling factor {info['scaling_factor']:.4f} (fp32).
 - Text: `CLIPTextModel` ({info['config']['text']['num_hidden_layers']} layers, width {info['config']['text']['hidden_size']}) with a `CLIPTokenizer` over the world's {len(__import__('longedit.toyworld.world', fromlist=['VOCABULARY']).VOCABULARY)} words (one token each), 77 positions (fp16).
-- UNet: `UNet2DConditionModel` {info['config']['unet']['block_out_channels']}, cross-attention at latent/2 and latent/4 (= H/32, a 4x4 map at 128 px) and the mid block (fp16).
+- UNet: `UNet2DConditionModel` {info['config']['unet']['block_out_channels']}, cross-attention {_attention_levels(info)} and the mid block (fp16); RAD reads latent/{info['config'].get('attention_map_scale', 4)} (`attention_map.json`).
 - Scheduler: DDIM as SD 1.x (scaled_linear 0.00085-0.012, clip_sample false, set_alpha_to_one false, steps_offset 1).
 - Folder size: {size_mb:.1f} MB.
 
@@ -326,7 +363,7 @@ Load it with `--model toy` (this folder, shipped in the package) or `--model PAT
 Held-out renders (seeds disjoint from training), detector `longedit.toyworld.detect`:
 - VAE reconstruction PSNR: {vae['trained_backgrounds']:.2f} dB on held-out scenes, {vae['unseen_backgrounds']:.2f} dB on scenes over background kinds never seen in training (bricks, checker, marble).{_ceiling_line(results)}
 - Text -> image, {t2i['captions']} held-out captions ({t2i['objects']} objects), DDIM {t2i['steps']} steps, guidance {t2i['guidance']}: colour and shape agree for **{100 * t2i['object_agreement']:.1f}%** of objects (target {100 * TEXT_TO_IMAGE_TARGET:.0f}%{gap}); colour alone found {100 * t2i['colour_found']:.1f}%; all objects right in {100 * t2i['images_all_objects']:.1f}% of images; stated relations hold in {'n/a' if t2i['relations_hold'] is None else f"{100 * t2i['relations_hold']:.1f}%"} of {t2i['relations_checked']} checkable cases.
-- Cross-attention localisation, {att['objects']} objects in {att['scenes']} noised held-out renders, {att['map']} maps (H/32) averaged over {att['timesteps']} DDIM timesteps: the object word's attention share inside its mask is **{att['mean_share_inside']:.3f}** vs a mask area fraction of {att['mean_area_fraction']:.3f} ({att['ratio']:.2f}x); share above area for {100 * att['objects_share_above_area']:.0f}% of objects.{_dominance_line(att)}
+- Cross-attention localisation, {att['objects']} objects in {att['scenes']} noised held-out renders, {att['map']} maps (RAD's level) averaged over {att['timesteps']} DDIM timesteps: the object word's attention share inside its mask is **{att['mean_share_inside']:.3f}** vs a mask area fraction of {att['mean_area_fraction']:.3f} ({att['ratio']:.2f}x); share above area for {100 * att['objects_share_above_area']:.0f}% of objects.{_dominance_line(att)}
 
 ![samples](samples.png)
 

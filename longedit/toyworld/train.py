@@ -28,12 +28,20 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from longedit.toyworld import components
+from longedit.toyworld.grounding import grounding_losses, sink_losses
 from longedit.toyworld.render import render_scene, shape_coverage
 from longedit.toyworld.textures import texture
 from longedit.toyworld.world import SHAPES, sample_scene
 
 DEFAULT_CONFIG = Path(__file__).with_name("train_config.json")
 STAGES = ("vae", "data", "unet", "done")
+MAP_LEVEL_FILE = "attention_map.json"  # the model folder names its RAD map level (longedit.models reads it)
+
+
+def map_scale(config: dict) -> int:
+    """Latent downsampling of the cross-attention level the grounding losses (and RAD) use: 4 (H/32) by
+    default, 1 (H/8) for a UNet with `full_resolution_attention`."""
+    return int(config.get("attention_map_scale", 4))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -52,31 +60,6 @@ def unet_lr(cfg: dict, step: int, steps: int) -> float:
     lr = cfg["lr"] * min(1.0, (step + 1) / cfg["warmup"])
     ratio = cfg.get("min_lr_ratio")
     return lr if ratio is None else lr * cosine_factor(step, steps, ratio)
-
-
-def grounding_losses(
-    maps: torch.Tensor, columns: torch.Tensor, cells: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two attention grounding terms of the UNet loss, averaged over the valid objects.
-
-    maps [batch, cells, 77]: H/32 cross-attention probabilities (layer and head means); columns
-    [batch, 3]: each object's noun column; cells [batch, 3, cells]: its mask's coverage of each cell
-    (scaled to max 1); valid [batch, 3]: objects that exist and whose caption was not dropped.
-    * share: 1 - the share of the noun's attention mass (over cells) inside its mask (TokenCompose-style):
-      the noun should look at its object.
-    * dominance: 1 - the noun's mean probability (over the 77 columns) in its mask's cells: the object's
-      cells should look at the noun. Without it the toy model gave the padding columns ~60% of each
-      object cell's attention and the noun ~7%, so RAD's official map (softmax(100 A) over columns
-      1-75) averaged 0.2 on the object and RAD's loss had little gradient to follow; trained SD models
-      give nouns the peak there.
-    """
-    word = torch.gather(maps, 2, columns[:, None, :].expand(-1, maps.shape[1], -1))  # [batch, cells, 3]
-    weights = cells.transpose(1, 2)
-    share = (word * weights).sum(1) / word.sum(1).clamp_min(1e-8)
-    inside = (word * weights).sum(1) / weights.sum(1).clamp_min(1e-6)
-    if not valid.any():
-        return maps.sum() * 0, maps.sum() * 0
-    return (1 - share)[valid].mean(), (1 - inside)[valid].mean()
 
 
 class Trainer:
@@ -101,7 +84,8 @@ class Trainer:
         saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
         self.state = saved["state"]
         self.vae.load_state_dict(saved["vae"])
-        if self.state["stage"] in ("unet", "done"):  # untouched (fresh init) before the UNet stage
+        # untouched (fresh init) before the UNet stage, unless continued from a model (`init_from`)
+        if self.state["stage"] in ("unet", "done") or self.state.get("init_from"):
             self.unet.load_state_dict(saved["unet"])
             self.text_encoder.load_state_dict(saved["text_encoder"])
         self._optim_state = saved.get("optim")
@@ -118,7 +102,9 @@ class Trainer:
 
         vae = AutoencoderKL.from_pretrained(model / "vae")
         self.vae.load_state_dict(vae.state_dict())
-        self.unet.load_state_dict(UNet2DConditionModel.from_pretrained(model / "unet").float().state_dict())
+        grown = components.grow_unet(self.unet, UNet2DConditionModel.from_pretrained(model / "unet").float().state_dict())
+        if grown:
+            self.log(f"grown UNet: {len(grown)} new parameters (attention blocks starting as identities)")
         self.text_encoder.load_state_dict(CLIPTextModel.from_pretrained(model / "text_encoder").float().state_dict())
         earlier = json.loads((model / "train_info.json").read_text())
         self.state.update(
@@ -246,8 +232,8 @@ class Trainer:
 
     def _grounding(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per cached scene: the shape noun's token column of each object (0: none) and the cells of
-        its mask on the H/32 map (coverage / max coverage), for the attention grounding loss."""
-        size, grid = self.config["size"], self.config["size"] // 32
+        its mask on the map level `map_scale` (coverage / max coverage), for the attention grounding loss."""
+        size, grid = self.config["size"], self.config["size"] // (8 * map_scale(self.config))
         rng = np.random.default_rng(self.config["seed"] + 3)  # the scenes cache_latents rendered
         columns = torch.zeros(count, 3, dtype=torch.long)
         cells = torch.zeros(count, 3, grid * grid)
@@ -276,11 +262,13 @@ class Trainer:
         rng = torch.Generator().manual_seed(self.config["seed"] + 4 + self.state["step"])
         grounding = cfg.get("attention_loss", 0.0)
         dominance = cfg.get("noun_dominance_loss", 0.0) if grounding else 0.0
+        sink_weight = cfg.get("sink_loss", 0.0) if grounding else 0.0
+        noun_share_weight = cfg.get("noun_share_loss", 0.0) if grounding else 0.0
         if grounding:
             from longedit.attention import AttentionContext, install_processors
 
             context = AttentionContext()
-            install_processors(self.unet, context, scale=4, sparse_causal=False)
+            install_processors(self.unet, context, scale=map_scale(self.config), sparse_causal=False)
             noun_columns, noun_cells = self._grounding(len(latents))
         self.unet.train()
         self.text_encoder.train()
@@ -313,6 +301,9 @@ class Trainer:
                 valid = (columns > 0) & ~drop[:, None]
                 attention_loss, dominance_loss = grounding_losses(maps, columns, noun_cells[idx], valid)
                 loss = loss + grounding * attention_loss + dominance * dominance_loss
+                if sink_weight or noun_share_weight:
+                    sink_loss, noun_share_loss = sink_losses(maps, columns, noun_cells[idx], valid, cfg)
+                    loss = loss + sink_weight * sink_loss + noun_share_weight * noun_share_loss
                 context.reset()
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -329,6 +320,8 @@ class Trainer:
                 extra = {"attention_loss": attention_loss.item()} if grounding else {}
                 if dominance:
                     extra["noun_dominance_loss"] = dominance_loss.item()
+                if sink_weight or noun_share_weight:
+                    extra.update(sink_loss=sink_loss.item(), noun_share_loss=noun_share_loss.item())
                 self.record("unet", self.state["step"], loss=loss.item(), smoothed=running, **extra)
                 bar.set_postfix(loss=f"{running:.4f}")
             self._tick("unet", started)
@@ -370,6 +363,9 @@ class Trainer:
             "vae": ["diffusers", "AutoencoderKL"],
         }
         (out / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
+        scale = map_scale(self.config)
+        (out / MAP_LEVEL_FILE).write_text(json.dumps({"rad_map_scale": scale, "note": (
+            f"RAD's cross-attention maps: latent/{scale} = frame/{8 * scale}")}, indent=2) + "\n")
         earlier = self.state.get("earlier_unet_steps") or 0
         info = {
             "config": self.config,
