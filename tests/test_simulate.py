@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from longedit.bench.simulate import simulate_window
+from longedit.bench.simulate import simulate_preset as simulate_window
 from longedit.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,209 +1,54 @@
-"""Memory and FLOPs of one window of an edit at real size, simulated on fake tensors (no GPU, seconds).
+"""`longedit bench memory`: the memory simulation (`longedit.simulation`) on a bench preset, for the
+optimized settings (longedit on CUDA) and the official ReAtCo settings.
 
-What: the per-window work of an edit, run through the product's own code (`VideoEditor.edit_step`:
-RAD's guided pass with the refinement, IRJS, the classifier-free-guided forward, the DDIM step and
-the merge), plus one inversion forward and the VAE encode/decode of the window's frames, with the
-models resident, on `torch._subclasses.fake_tensor.FakeTensorMode` tensors: every aten op runs its
-meta implementation (exact shapes and dtypes, no compute, no memory), under a byte tracker
-(`longedit.memory.TensorMemoryTracker`, rounded to the CUDA caching allocator's 512-byte blocks)
-and `torch.utils.flop_counter.FlopCounterMode`. SD 1.5 at 512x512, 16 frames, fp16: seconds.
-
-How it takes CUDA's path on a CPU-only torch build:
-
-* The fake tensors live on a fake *CPU* device. Fake ``device="cuda"`` tensors do run forwards on
-  the CPU build (SDPA too), but autograd on them aborts the process (torch 2.13 CPU:
-  ``InputMetadata`` asks for the CUDA device guard, "PyTorch is not linked with support for cuda
-  devices"), and their SDPA falls back to the math backend (a [B, H, Q, K] matrix a GPU never
-  materialises). On the fake CPU device SDPA takes the flash path (`_scaled_dot_product_flash_attention_for_cpu`:
-  output + fp32 logsumexp saved, as CUDA's flash kernel saves).
-* The fused word-attention op runs its registered fake implementation (`kernel_backend="triton"`,
-  what `auto` picks on CUDA); fp16 everywhere the GPU run is fp16 (the VAE stays fp32, as
-  `frozen_backbone` keeps it).
-* Data-dependent reads (`float(loss)`, `bool(torch.isfinite(g).all())`) have no value on fake
-  tensors: `ScalarOracle` answers them (floats 1.0: every refinement check says "refine"; the
-  editor's refinement is capped at one iteration: the others repeat the identical pass, same bytes,
-  and their FLOPs are counted by multiplying, see `longedit.bench.flops`).
-
-What CUDA does that the count does not see (kernel workspaces, cuDNN, flash backward's fp32 dq
-accumulator, allocator fragmentation) is the headroom the planner keeps (`SIMULATION_HEADROOM`).
+The preset's model is built on the meta device (SD 1.5's 1.1 B parameters cost nothing) and its
+weights become fake tensors; `fake=False` builds it for real on the CPU and runs the same ops (the check
+of the simulation on small presets).
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-import time
-import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from longedit.memory import TensorMemoryTracker, module_bytes
+from longedit.bench.presets import PRESETS, build_backbone
+from longedit.bench.run import PROMPT, SOURCE_PROMPT, WORD, bench_inputs, mode_settings
+from longedit.simulation import CUDA_BLOCK, SIM_DEVICE, simulate_window, to_fake
+from longedit.words import word_tokens
 
-CUDA_BLOCK = 512  # the CUDA caching allocator rounds every block up to a multiple of 512 bytes
-SIM_DEVICE = torch.device("cpu")  # see the module docstring: fake CPU tensors taking CUDA's paths
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 SETTINGS = ("optimized", "official")
-PHASES = ("vae_encode", "inversion", "guided", "cfg", "edit_step", "vae_decode")
-_LAYER_RE = re.compile(r"^((?:down_blocks|up_blocks)\.\d+\.(?:attentions|resnets|downsamplers|upsamplers)\.\d+|mid_block|conv_in|conv_out|time_embedding|encoder|decoder|text_model)")
-
-
-class ScalarOracle(TorchDispatchMode):
-    """Answers `.item()`-style reads of fake tensors as a healthy run would: `any(...)` False
-    (no frame left uncovered), other bools True (`isfinite(...).all()`), integers 0, floats `value`."""
-
-    def __init__(self, value: float = 1.0) -> None:
-        super().__init__()
-        self.value = value
-        self.reads = 0
-        self._from_any: dict[int, weakref.ref] = {}  # by id: a tensor's == is an op, not identity
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.reads += 1
-            tensor = args[0]
-            if tensor.dtype == torch.bool:
-                known = self._from_any.get(id(tensor))
-                return not (known is not None and known() is tensor)
-            return self.value if tensor.dtype.is_floating_point else 0
-        out = func(*args, **(kwargs or {}))
-        if func.overloadpacket is torch.ops.aten.any and isinstance(out, torch.Tensor):
-            key = id(out)
-            self._from_any[key] = weakref.ref(out, lambda _, key=key: self._from_any.pop(key, None))
-        return out
-
-
-class _GlobalOnly:
-    """Stands in for FlopCounterMode's module tracker: every FLOP is counted under `Global` only."""
-
-    parents = {"Global"}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
-class LayerLabels:
-    """The layer (UNet block, VAE half, text model) that creates each tensor, from module pre-hooks;
-    tensors made during a backward pass are labelled `backward`."""
-
-    def __init__(self, *modules: torch.nn.Module) -> None:
-        self.current = "outside"
-        self._handles = []
-        for root in modules:
-            prefix = type(root).__name__
-            for name, module in root.named_modules():
-                match = _LAYER_RE.match(name)
-                if match:
-                    label = f"{prefix}.{match.group(1)}"
-                    self._handles.append(module.register_forward_pre_hook(lambda *_, label=label: self._enter(label)))
-
-    def _enter(self, label: str) -> None:
-        self.current = label
-
-    def __call__(self) -> str:
-        return "backward" if torch._C._current_graph_task_id() != -1 else self.current
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
-@dataclass
-class PhaseMeter:
-    """Peak tracked bytes and FLOPs per named phase (phases may nest; a parent's peak includes its children)."""
-
-    tracker: TensorMemoryTracker
-    flops: object
-    peaks: dict[str, int] = field(default_factory=dict)
-    phase_flops: dict[str, int] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)
-    best: int = 0
-    best_labels: dict[str, int] = field(default_factory=dict)
-    best_phase: str = ""
-    _stack: list = field(default_factory=list)
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        outer_peak = self.tracker.peak
-        self.tracker.reset_peak()
-        flops_before = self.flops.get_total_flops()
-        try:
-            yield
-        finally:
-            peak = self.tracker.peak
-            self.peaks[name] = max(self.peaks.get(name, 0), peak)
-            self.phase_flops[name] = self.phase_flops.get(name, 0) + self.flops.get_total_flops() - flops_before
-            self.calls[name] = self.calls.get(name, 0) + 1
-            if peak > self.best:
-                self.best, self.best_labels, self.best_phase = peak, dict(self.tracker.at_peak), name
-            self.tracker.peak = max(outer_peak, peak)
-
-    def wrap(self, name: str, method):
-        def phased(*args, **kwargs):
-            with self.phase(name):
-                return method(*args, **kwargs)
-
-        return phased
-
-
-def to_fake(module: torch.nn.Module, fake_mode) -> None:
-    """Replace the parameters and buffers of `module` (real or meta) by fake tensors on `SIM_DEVICE`:
-    a full-size model costs no memory (built on the meta device) and its weights join the simulation."""
-    converter = fake_mode.fake_tensor_converter
-    for sub in module.modules():
-        for table in (sub._parameters, sub._buffers):
-            for name, tensor in table.items():
-                if tensor is None:
-                    continue
-                if tensor.device.type == "meta":
-                    fake = converter.from_meta_and_device(fake_mode, tensor, SIM_DEVICE)
-                else:
-                    fake = fake_mode.from_tensor(tensor)
-                table[name] = torch.nn.Parameter(fake, requires_grad=False) if table is sub._parameters else fake
+VAE_CHUNK = 8  # longedit.engine.VAE_CHUNK (the bench may not import the engine's internals for it)
 
 
 def simulation_settings(setting: str, steps: int = 50):
     """Loop settings of `setting` as a GPU run takes them: `optimized` (the product on CUDA: truncated,
-    checkpointed guided pass, fused maps) or `official` (ReAtCo's: full UNet on the gradient path, no
-    checkpointing, eager maps, RAD at every step); refinement on in both (the official default)."""
-    from longedit.bench.run import mode_settings
-
+    checkpointed guided pass, the fused maps' op) or `official` (ReAtCo's: full UNet on the gradient path,
+    no checkpointing, eager maps, RAD at every step); refinement on in both (the official default)."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown settings '{setting}' (use {' or '.join(SETTINGS)})")
     settings = mode_settings("optimized" if setting == "optimized" else "reference", steps, refine=True)
     return replace(settings, kernel_backend="triton") if setting == "optimized" else settings
 
 
-def simulate_window(
+def simulate_preset(
     preset: str = "sd15",
     window: int = 16,
     dtype: str = "float16",
     setting: str = "optimized",
     size: int | None = None,
-    steps: int = 50,
     fake: bool = True,
     round_to: int = CUDA_BLOCK,
-    vae: bool = True,
-    labels: bool = True,
 ) -> dict:
-    """Peak bytes, per-phase peaks and FLOPs of one window of an edit (see the module docstring).
-
-    `fake=False` runs the same ops for real on the CPU (the check of the simulation: small models only).
-    """
+    """Simulated peak bytes, per-phase peaks and FLOPs of one `window`-frame window on `preset`."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from longedit.bench import flops as flop_formulas  # noqa: F401  registers the fused op's FLOP formulas
-    from longedit.bench.presets import PRESETS, build_backbone
 
     chosen = PRESETS[preset]
     size = size or chosen.size
     precision = DTYPES[dtype]
-    started = time.perf_counter()
+    settings = simulation_settings(setting)
+    fake_mode = None
     if fake:
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         backbone = build_backbone(chosen, torch.device("meta") if chosen.model else SIM_DEVICE, precision, seed=0)
@@ -211,97 +56,13 @@ def simulate_window(
             to_fake(module, fake_mode)
         backbone.device = SIM_DEVICE
     else:
-        fake_mode = contextlib.nullcontext()
         backbone = build_backbone(chosen, SIM_DEVICE, precision, seed=0)
-    resident = module_bytes(backbone.unet, backbone.text_encoder, backbone.vae)
-    settings = simulation_settings(setting, steps)
-    if not fake:
         settings = replace(settings, kernel_backend="reference" if setting == "official" else "auto")
-    layer_labels = LayerLabels(backbone.unet, backbone.vae) if labels else None
-    tracker = TensorMemoryTracker(round_to=round_to, label=layer_labels)
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _GlobalOnly()  # its module tracker's backward hooks break autograd.grad on a leaf
-    meter = PhaseMeter(tracker, counter)
-    oracle = ScalarOracle(1.0)
-    try:
-        with fake_mode, counter, tracker, oracle:
-            _run_window(backbone, settings, window, size, meter, vae)
-    finally:
-        if layer_labels is not None:
-            layer_labels.close()
-    top_layers = sorted(meter.best_labels.items(), key=lambda kv: -kv[1])[:12]
-    return {
-        "peak_bytes": resident + meter.best,
-        "method": "fake-cuda" if fake else "cpu-exact",
-        "fake_device": str(SIM_DEVICE) if fake else None,
-        "window": window,
-        "dtype": dtype,
-        "preset": preset,
-        "size": size,
-        "settings": {"name": setting, **_reported(settings)},
-        "resident_bytes": resident,
-        "peak_phase": meter.best_phase,
-        "by_phase": {name: {"peak_bytes": resident + meter.peaks[name], "flops": meter.phase_flops[name], "calls": meter.calls[name]}
-                     for name in PHASES if name in meter.peaks},
-        "at_peak_by_layer": dict(top_layers),
-        "flops": {"total": counter.get_total_flops(), **{n: meter.phase_flops[n] for n in PHASES if n in meter.phase_flops}},
-        "allocator_rounding_bytes": round_to,
-        "scalar_reads_answered": oracle.reads,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def _reported(settings) -> dict:
-    keys = ("steps", "guided_steps", "truncate_guided_forward", "gradient_checkpointing", "kernel_backend", "refine", "irjs")
-    return {k: getattr(settings, k) for k in keys}
-
-
-def _run_window(backbone, settings, window: int, size: int, meter: PhaseMeter, vae: bool) -> None:
-    """The tracked work: VAE encode, one inversion forward, one edit step (refinement step 0), VAE decode."""
-    from longedit.bench.run import PROMPT, SOURCE_PROMPT, WORD, bench_inputs
-    from longedit.editor import VideoEditor
-    from longedit.words import word_tokens
-
-    source, masks = bench_inputs(window, size, seed=0)
     words = [word_tokens(backbone.tokenizer, PROMPT, WORD)]
-    editor = VideoEditor(backbone, settings, SOURCE_PROMPT, PROMPT, words)
-    editor.max_refinements = 1  # the others repeat the same pass (same bytes); FLOPs are multiplied out
-    editor.rad_gradient = meter.wrap("guided", editor.rad_gradient)
-    editor.guided_eps = meter.wrap("cfg", editor.guided_eps)
-    windows = [(0, window)]
-    if vae:
-        with meter.phase("vae_encode"):
-            _vae_encode(backbone, window, size)
-    with meter.phase("inversion"):
-        editor.source_forward(source, 0, window, editor.schedule.timesteps[-1])
-    with meter.phase("edit_step"):
-        editor.edit_step(source, 0, windows, masks, lambda index: source)
-    if vae:
-        with meter.phase("vae_decode"):
-            _vae_decode(backbone, source)
-
-
-def _vae_chunk() -> int:
-    from longedit.engine import VAE_CHUNK
-
-    return VAE_CHUNK
-
-
-def _vae_encode(backbone, frames: int, size: int) -> None:
-    """The engine's encode of one chunk of frames (`engine.encode_video`'s flush), pixels made on the host."""
-    vae = backbone.vae
-    chunk = min(frames, _vae_chunk())
-    pixels = torch.zeros(chunk, size, size, 3, dtype=torch.uint8)
-    pixels = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1
-    pixels = pixels.to(device=backbone.device, dtype=next(vae.parameters()).dtype)
-    with torch.no_grad():
-        (vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor).float().cpu()
-
-
-def _vae_decode(backbone, latents: torch.Tensor) -> None:
-    """`latent_decode.decode_latents` of one chunk, up to the uint8 frames (numpy is not reached on fake tensors)."""
-    vae = backbone.vae
-    batch = latents[: _vae_chunk()].to(device=backbone.device, dtype=next(vae.parameters()).dtype).contiguous()
-    with torch.no_grad():
-        pixels = vae.decode(batch / vae.config.scaling_factor).sample.float()
-    ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    result = simulate_window(
+        backbone, settings, lambda: bench_inputs(window, size, seed=0), SOURCE_PROMPT, PROMPT, words, fake_mode=fake_mode, round_to=round_to,
+        vae_chunk=VAE_CHUNK,
+    )
+    result["settings"] = {"name": setting, **result["settings"]}
+    result.update(preset=preset, size=size, dtype=dtype)
+    return result

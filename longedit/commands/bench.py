@@ -293,14 +293,14 @@ def memory(
     tracker and FlopCounterMode; see longedit/bench/simulate.py for what it counts and what it does not.
     """
     from longedit.bench.presets import PRESETS
-    from longedit.bench.simulate import SETTINGS, simulate_window
+    from longedit.bench.simulate import SETTINGS, simulate_preset
     from longedit.planner import format_bytes
 
     size = size or PRESETS[preset.value].size
     if size % 64:
         raise UserError(f"--size {size} is not a multiple of 64", "the UNet needs latents divisible by 8 (e.g. 256, 512)")
     names = SETTINGS if settings is SimulatedSettings.both else (settings.value,)
-    results = {name: simulate_window(preset.value, window, dtype.value, name, size=size) for name in names}
+    results = {name: simulate_preset(preset.value, window, dtype.value, name, size=size) for name in names}
     for name, result in results.items():
         phases = ", ".join(f"{phase} {format_bytes(v['peak_bytes'])}" for phase, v in result["by_phase"].items())
         typer.echo(f"{preset.value} window {window} {dtype.value} {name}: peak {format_bytes(result['peak_bytes'])} "
