@@ -157,7 +157,7 @@ def preflight(job: EditJob) -> dict:
     tokenizer = load_tokenizer(job.model, job.local_files_only)
     words = resolve_words(tokenizer, job, prepared)
     info = prepared.info
-    return {
+    summary = {
         "input": str(job.input),
         "frames": info.frames,
         "fps": float(info.fps),
@@ -168,6 +168,11 @@ def preflight(job: EditJob) -> dict:
         "notices": list(prepared.notices),
         "output": str(job.output),
     }
+    if job.vram is not None and job.device != "cpu" and not torch.cuda.is_available():  # a GPU job planned here
+        from longedit.gpu_plan import plan_unseen_gpu
+
+        summary["window"] = plan_unseen_gpu(job, loop_settings(job, torch.device("cuda")), words, info.frames, prepared.processed_size)
+    return summary
 
 
 # ------------------------------------------------------------------------------------------ stages
