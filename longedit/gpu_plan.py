@@ -17,11 +17,14 @@ import time
 import torch
 
 from longedit.errors import UserError
-from longedit.planner import HEADROOM, ProbeResult, WindowPlan, format_bytes, plan_window
+from longedit.planner import HEADROOM, ProbeResult, WindowPlan, format_bytes, parse_size, plan_window
 from longedit.simulation import SIM_DEVICE, box_masks, simulate_window, to_fake
 
 GPU = torch.device("cuda")
 SIMULATED_PROBE_LENGTHS = (4, 8)  # a window of 8 already holds a full VAE chunk
+#: What a GPU holds that no tensor shows, kept off the budget before the planner's 10% headroom: the CUDA
+#: context (0.3-0.6 GiB), cuBLAS/cuDNN workspaces and flash attention's fp32 dq accumulator in backward.
+CUDA_RESERVE_BYTES = 2**30
 GPU_DTYPES = {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -101,11 +104,16 @@ def plan_unseen_gpu(job, settings, words, frames: int, processed_size: tuple[int
     backbone = architecture_backbone(job.model, dtype, fake_mode, job.local_files_only)
     width, height = (side // backbone.vae_scale for side in processed_size)
     probe, found = simulated_probe(backbone, settings, job.source_prompt, job.prompt, words, height, width, fake_mode)
+    usable = parse_size(job.vram) - CUDA_RESERVE_BYTES
+    if usable <= 0:
+        raise UserError(f"--vram {job.vram} is below the {format_bytes(CUDA_RESERVE_BYTES)} a CUDA context and its workspaces take",
+                        "give the GPU's memory, e.g. 24GB")
     plan: WindowPlan = plan_window(
-        frames=frames, device=GPU, window=job.window, stride=job.stride, vram=job.vram, probe=probe,
+        frames=frames, device=GPU, window=job.window, stride=job.stride, vram=str(usable), probe=probe,
         default_length=16, probe_lengths=SIMULATED_PROBE_LENGTHS,
     )
-    report = {"length": plan.length, "stride": plan.stride, "source": plan.source, "reason": plan.reason,
+    reason = plan.reason.replace(f"--vram {usable}", f"--vram {job.vram} less {format_bytes(CUDA_RESERVE_BYTES)} for the CUDA context and workspaces")
+    report = {"length": plan.length, "stride": plan.stride, "source": plan.source, "reason": reason,
               "method": "fake-cuda simulation" if plan.probe else None, "dtype": str(dtype).replace("torch.", "")}
     vae = found.get("vae_bytes")
     if vae is not None and plan.budget_bytes is not None:

@@ -63,19 +63,21 @@ def test_validate_plans_a_gpu_job_by_simulation(tmp_path, monkeypatch) -> None:
     from test_jobs_helpers import make_video, write_job
 
     from longedit.engine import preflight
+    from longedit.gpu_plan import CUDA_RESERVE_BYTES
     from longedit.errors import UserError
     from longedit.jobs.jobfile import load_job
     from longedit.planner import HEADROOM, parse_size
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     make_video(tmp_path / "clip.mp4", frames=12)
-    job = load_job(write_job(tmp_path / "job.yaml", input="clip.mp4", vram="60MB"))
+    job = load_job(write_job(tmp_path / "job.yaml", input="clip.mp4", vram="1100MB"))
     window = preflight(job)["window"]
     assert window["source"] == "planner" and window["method"] == "fake-cuda simulation" and window["dtype"] == "float16"
+    assert "less 1.00 GiB for the CUDA context" in window["reason"]
     assert "simulated on fake tensors" in window["reason"] and "VAE decode chunk peaks at" in window["reason"]
     assert 4 <= window["length"] <= 12 and window["stride"] == max(1, window["length"] // 2)
-    assert window["vae_chunk_peak_bytes"] <= HEADROOM * parse_size("60MB")
+    assert window["vae_chunk_peak_bytes"] <= HEADROOM * (parse_size("1100MB") - CUDA_RESERVE_BYTES)
 
-    small = load_job(write_job(tmp_path / "small.yaml", input="clip.mp4", vram="1MB"))
+    small = load_job(write_job(tmp_path / "small.yaml", input="clip.mp4", vram="1074MB"))
     with pytest.raises(UserError, match="too small"):
         preflight(small)
