@@ -4,6 +4,7 @@ against exact CPU runs of the same ops, and the FLOPs per edited frame they impl
     python benchmarks/simulate_table.py table  --json benchmarks/results/simulate-sd15.json   # ~5 min
     python benchmarks/simulate_table.py check  --preset small --window 4                        # fake vs real CPU
     python benchmarks/simulate_table.py flops  benchmarks/results/simulate-sd15.json
+    python benchmarks/simulate_table.py plan   benchmarks/results/simulate-sd15.json --budgets 12GB,16GB,24GB
 
 `table`: windows 4/8/16/32 x optimized/official, fp16 peak, phases, the layers at the peak.
 `check`: the same preset and ops in fp32 on fake tensors and for real on the CPU (no allocator rounding).
@@ -94,6 +95,30 @@ def flops(json_path: Path) -> None:
                   f"({high / peak / 1e12:.2f} s with 20 refinements at each of 3 steps)")
 
 
+def plan(json_path: Path, budgets: list[str]) -> None:
+    """The window `longedit validate` (longedit.gpu_plan) picks per budget, from the table's L=4 and L=8 rows:
+    the same line through the UNet phases' peaks, 1 GiB reserve, 10% headroom, VAE chunk checked."""
+    from longedit.gpu_plan import CUDA_RESERVE_BYTES, SIMULATED_PROBE_LENGTHS
+    from longedit.planner import HEADROOM, fit_costs, largest_window, parse_size
+
+    rows = json.loads(json_path.read_text())
+    for setting in ("optimized", "official"):
+        unet = [max(rows[f"{setting}-{n}"]["by_phase"][p]["peak_bytes"] for p in ("inversion", "edit_step"))
+                for n in SIMULATED_PROBE_LENGTHS]
+        vae = rows[f"{setting}-8"]["by_phase"]["vae_decode"]["peak_bytes"]
+        cost = fit_costs(SIMULATED_PROBE_LENGTHS, unet)
+        for budget in budgets:
+            usable = parse_size(budget) - CUDA_RESERVE_BYTES
+            try:
+                length = largest_window(cost, usable, frames=1000)
+            except Exception as error:  # UserError: not even 4 frames fit
+                print(f"{setting:9s} {budget}: none ({error})")
+                continue
+            vae_ok = vae <= HEADROOM * usable
+            print(f"{setting:9s} {budget}: window {length} ({cost.bytes_for(length) / GIB:.2f} GiB predicted; "
+                  f"VAE chunk {vae / GIB:.2f} GiB {'fits' if vae_ok else 'does NOT fit'})")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -107,11 +132,16 @@ def main(argv: list[str]) -> int:
     c.add_argument("--settings", default="official,optimized", help="optimized's real CPU run takes the eager maps, not the fused op")
     f = sub.add_parser("flops")
     f.add_argument("json", type=Path)
+    pl = sub.add_parser("plan")
+    pl.add_argument("json", type=Path)
+    pl.add_argument("--budgets", default="12GB,16GB,24GB")
     args = parser.parse_args(argv)
     if args.what == "table":
         table(args.json, [int(w) for w in args.windows.split(",")])
     elif args.what == "check":
         return check(args.preset, args.window, args.size, args.settings.split(","))
+    elif args.what == "plan":
+        plan(args.json, args.budgets.split(","))
     else:
         flops(args.json)
     return 0
