@@ -122,6 +122,7 @@ class PhaseMeter:
     best: int = 0
     best_labels: dict[str, int] = field(default_factory=dict)
     best_phase: str = ""
+    phase_labels: dict[str, dict[str, int]] = field(default_factory=dict)
     _stack: list = field(default_factory=list)
 
     @contextlib.contextmanager
@@ -133,6 +134,8 @@ class PhaseMeter:
             yield
         finally:
             peak = self.tracker.peak
+            if peak >= self.peaks.get(name, 0):
+                self.phase_labels[name] = dict(self.tracker.at_peak)
             self.peaks[name] = max(self.peaks.get(name, 0), peak)
             self.phase_flops[name] = self.phase_flops.get(name, 0) + self.flops.get_total_flops() - flops_before
             self.calls[name] = self.calls.get(name, 0) + 1
@@ -252,7 +255,8 @@ def simulate_window(
         "settings": _reported(settings),
         "resident_bytes": resident,
         "peak_phase": meter.best_phase,
-        "by_phase": {name: {"peak_bytes": resident + meter.peaks[name], "flops": meter.phase_flops[name], "calls": meter.calls[name]}
+        "by_phase": {name: {"peak_bytes": resident + meter.peaks[name], "flops": meter.phase_flops[name], "calls": meter.calls[name],
+                            "at_peak_by_layer": _top(meter.phase_labels.get(name, {}), 6)}
                      for name in PHASES if name in meter.peaks},
         "at_peak_by_layer": dict(top_layers),
         "flops": {"total": counter.get_total_flops(), **{n: meter.phase_flops[n] for n in PHASES if n in meter.phase_flops}},
@@ -260,6 +264,10 @@ def simulate_window(
         "scalar_reads_answered": oracle.reads,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _top(labels: dict[str, int], count: int) -> dict[str, int]:
+    return dict(sorted(labels.items(), key=lambda kv: -kv[1])[:count])
 
 
 def _reported(settings) -> dict:
