@@ -9,6 +9,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 longedit bench --preset sd15 --frames 16 --steps 50 --json "$out/sd15.json"
 # 2. the same with a fixed 16-frame optimized window (comparable across GPUs)
 longedit bench --preset sd15 --frames 16 --steps 50 --window 16 --mode optimized --json "$out/sd15-window16.json"
+# 2b. the same window simulated on fake tensors (compare its inversion/edit_step phase peaks with step 2's peak VRAM)
+longedit bench memory --preset sd15 --window 16 --dtype float16 --json "$out/sd15-window16-simulated.json"
 # 3. what the planner picks for a 24 GB card, and whether the run stays under it
 longedit bench --preset sd15 --frames 48 --steps 10 --vram 24GB --mode optimized --json "$out/sd15-24gb.json"
 # 4. peak VRAM over video length (optimized mode, one process per length)

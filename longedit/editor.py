@@ -143,6 +143,8 @@ class VideoEditor:
         self.step_sizes = step_sizes(settings.step_size, settings.steps, settings.step_schedule)
         self.refinement = refinement_thresholds(settings.steps) if settings.refine else {}
         self.unet_forwards = 0
+        #: cap of the refinement's iterations per refinement step (the memory simulation runs one: each repeats the same pass)
+        self.max_refinements = MAX_REFINEMENT_ITERATIONS
         self.map_sink: MapSink | None = None
         self._maps: torch.Tensor | None = None  # the last word maps of the window (for map_sink)
 
@@ -314,7 +316,7 @@ class VideoEditor:
             return self.rad_gradient(anchor, x, timestep, masks, objective)
 
         return guided_update(
-            own, measure, self.step_sizes[index], self.refinement.get(index), MAX_REFINEMENT_ITERATIONS,
+            own, measure, self.step_sizes[index], self.refinement.get(index), self.max_refinements,
             self.settings.step_norm,
         )
 

@@ -123,7 +123,7 @@ class ObjectMasks:
         half = mean >= 0.5
         present = mean > 0
         empty_half = ~half.flatten(1).any(dim=1)
-        half[empty_half] = present[empty_half]
+        half = torch.where(empty_half[:, None, None, None], present, half)  # no data-dependent indexing
         return half.float().reshape(frames, objects, h // factor, w // factor)
 
     def area_summary(self) -> dict[str, dict[str, float]]:

@@ -36,15 +36,24 @@ class TensorMemoryTracker(TorchDispatchMode):
     storage are counted once. Use as a context manager; read `peak` afterwards.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, round_to: int = 1, label=None) -> None:
+        """`round_to`: count each storage rounded up to this many bytes (512: what the CUDA caching
+        allocator hands out, for simulated CUDA runs). `label()`: names the code creating a storage
+        (e.g. its layer); the live bytes per label at the peak are then kept in `at_peak`."""
         super().__init__()
         self.live = 0
         self.peak = 0
+        self.round_to = round_to
+        self.label = label
+        self.by_label: dict[str, int] = {}
+        self.at_peak: dict[str, int] = {}
         self._refs: dict[int, weakref.ref] = {}
 
-    def _release(self, key: int, size: int) -> None:
+    def _release(self, key: int, size: int, label: str | None = None) -> None:
         self._refs.pop(key, None)
         self.live -= size
+        if label is not None:
+            self.by_label[label] -= size
 
     def _track(self, tensor: torch.Tensor) -> None:
         if tensor.device.type == "meta":
@@ -54,10 +63,16 @@ class TensorMemoryTracker(TorchDispatchMode):
         known = self._refs.get(key)
         if known is not None and known() is storage:
             return
-        size = storage.nbytes()
-        self._refs[key] = weakref.ref(storage, lambda _, key=key, size=size: self._release(key, size))
+        size = -(-storage.nbytes() // self.round_to) * self.round_to
+        label = None if self.label is None else self.label()
+        self._refs[key] = weakref.ref(storage, lambda _, key=key, size=size, label=label: self._release(key, size, label))
         self.live += size
-        self.peak = max(self.peak, self.live)
+        if label is not None:
+            self.by_label[label] = self.by_label.get(label, 0) + size
+        if self.live > self.peak:
+            self.peak = self.live
+            if label is not None:
+                self.at_peak = {k: v for k, v in self.by_label.items() if v}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))

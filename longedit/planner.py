@@ -197,7 +197,7 @@ def _budget(vram: str | None, device: torch.device) -> tuple[int | None, str]:
     """(budget bytes or None for "no planning", where it came from)."""
     if vram is not None:
         budget = parse_size(vram)
-        if device.type == "cuda":
+        if device.type == "cuda" and torch.cuda.is_available():  # a GPU planned from elsewhere is not capped
             available = device_budget(device)
             if available < budget:
                 return available, f"--vram {vram} capped to the {format_bytes(available)} {device} can give"
@@ -247,7 +247,8 @@ def plan_window(
     predicted = cost.bytes_for(length)
     why = (
         f"largest window that fits {format_bytes(budget)} ({budget_source}, {int(HEADROOM * 100)}% used): "
-        f"{format_bytes(cost.fixed_bytes)} fixed + {format_bytes(cost.per_frame_bytes)}/frame measured -> "
+        f"{format_bytes(cost.fixed_bytes)} fixed + {format_bytes(cost.per_frame_bytes)}/frame "
+        f"{'simulated on fake tensors' if result.metric == 'fake-cuda' else 'measured'} -> "
         f"{length} frames need {format_bytes(predicted)}"
     )
     if length == maximum and native_length is not None:

@@ -269,6 +269,61 @@ def test_interpreter_needs_env_before_triton_import(monkeypatch: pytest.MonkeyPa
         word_attention_maps(query, key, [0], 0.35, backend="triton")
 
 
+def test_interp_custom_ops_pass_opcheck(interpret: None) -> None:
+    """The registered ops' fake implementations agree with the real kernels (shapes, dtypes, strides)."""
+    query, key = _inputs(2, 3, 21, 16, 77, key_batch=1)
+    cols = torch.tensor([0, 4, 76])
+    torch.library.opcheck(wa.word_attention_fwd_op, (query, key, cols, 0.25), test_utils=("test_schema", "test_faketensor"))
+    out, lse = wa.word_attention_fwd_op(query, key, cols, 0.25)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    for need_dq, need_dk in ((True, True), (True, False)):
+        torch.library.opcheck(
+            wa.word_attention_bwd_op, (grad, query, key, cols, lse, 0.25, need_dq, need_dk),
+            test_utils=("test_schema", "test_faketensor"),
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# Fake implementations (FakeTensorMode: the memory simulation's path)
+# ------------------------------------------------------------------------------------------
+
+
+def test_fake_forward_gives_shapes_and_dtypes_on_fake_cuda() -> None:
+    """Forward on fake CUDA fp16 tensors (no GPU, no triton launch): out [B, Q, C] fp16, lse [B, H, Q] fp32."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    with FakeTensorMode():
+        query = torch.empty(16, 8, 256, 160, device="cuda", dtype=torch.float16)
+        key = torch.empty(1, 8, 77, 160, device="cuda", dtype=torch.float16)
+        cols = torch.arange(1, 76, device="cuda")
+        out, lse = torch.ops.longedit.word_attention_fwd(query, key, cols, 160**-0.5)
+    assert isinstance(out, FakeTensor) and isinstance(lse, FakeTensor)
+    assert out.shape == (16, 256, 75) and out.dtype == torch.float16 and out.device.type == "cuda"
+    assert lse.shape == (16, 8, 256) and lse.dtype == torch.float32 and lse.device.type == "cuda"
+
+
+@pytest.mark.parametrize("key_grad", [False, True])
+def test_fake_dispatcher_forward_and_backward(key_grad: bool) -> None:
+    """backend='triton' on fake tensors takes the fused op (no triton needed) and autograd gives dq/dk
+    of the inputs' shapes; what it saves for backward is q, k, columns and the fp32 lse only."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    b, h, q, d, t = 4, 8, 1024, 40, 77
+    packed: list[torch.Tensor] = []
+    with FakeTensorMode(), torch.autograd.graph.saved_tensors_hooks(lambda x: packed.append(x) or x, lambda x: x):
+        query = torch.empty(b, h, q, d, dtype=torch.float16).requires_grad_(True)
+        key = torch.empty(1, h, t, d, dtype=torch.float16).requires_grad_(key_grad)
+        cols = torch.tensor([3, 4])
+        maps = word_attention_maps(query, key, cols, d**-0.5, backend="triton")
+        grads = torch.autograd.grad(maps.sum(), (query, key) if key_grad else (query,))
+    assert "WordAttentionMaps" in type(maps.grad_fn).__name__
+    assert maps.shape == (b, q, 2) and maps.dtype == torch.float16
+    assert [tuple(g.shape) for g in grads] == [(b, h, q, d), (1, h, t, d)][: len(grads)]
+    assert all(g.dtype == torch.float16 for g in grads)
+    saved = sum(x.numel() * x.element_size() for x in packed)
+    assert saved == query.nbytes + key.nbytes + cols.nbytes + b * h * q * 4
+
+
 # ------------------------------------------------------------------------------------------
 # Dispatcher
 # ------------------------------------------------------------------------------------------

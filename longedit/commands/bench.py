@@ -265,6 +265,51 @@ def kernel(
     _write_json(json_path, {"kind": "kernel", "date": report.timestamp(), "machine": report.machine_info(rows[0]["device"]), "rows": rows})
 
 
+class SimulatedSettings(str, Enum):
+    both = "both"
+    optimized = "optimized"
+    official = "official"
+
+
+class SimulatedDtype(str, Enum):
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+@bench_app.command("memory")
+def memory(
+    preset: Annotated[PresetName, typer.Option(help="Model: sd15 (full SD 1.5 at 512x512, built on the meta device), small, tiny.")] = PresetName.sd15,
+    window: Annotated[int, typer.Option(min=1, max=64, help="Frames in the window.")] = 16,
+    dtype: Annotated[SimulatedDtype, typer.Option(help="UNet and text encoder precision on the simulated GPU (the VAE stays fp32, as in a run).")] = SimulatedDtype.float16,
+    settings: Annotated[SimulatedSettings, typer.Option(help="optimized (longedit on CUDA), official (ReAtCo's settings), or both.")] = SimulatedSettings.both,
+    size: Annotated[Optional[int], typer.Option(min=64, help="Frame size in pixels, square, multiple of 64 (default: the preset's).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Simulated GPU memory and FLOPs of one window of an edit step at real size, on fake tensors (seconds, no GPU).
+
+    The product's own code (guided pass with refinement, IRJS, CFG forward, one inversion forward, VAE
+    encode/decode of the window's frames, models resident) runs on FakeTensorMode tensors under a byte
+    tracker and FlopCounterMode; see longedit/bench/simulate.py for what it counts and what it does not.
+    """
+    from longedit.bench.presets import PRESETS
+    from longedit.bench.simulate import SETTINGS, simulate_preset
+    from longedit.planner import format_bytes
+
+    size = size or PRESETS[preset.value].size
+    if size % 64:
+        raise UserError(f"--size {size} is not a multiple of 64", "the UNet needs latents divisible by 8 (e.g. 256, 512)")
+    names = SETTINGS if settings is SimulatedSettings.both else (settings.value,)
+    results = {name: simulate_preset(preset.value, window, dtype.value, name, size=size) for name in names}
+    for name, result in results.items():
+        phases = ", ".join(f"{phase} {format_bytes(v['peak_bytes'])}" for phase, v in result["by_phase"].items())
+        typer.echo(f"{preset.value} window {window} {dtype.value} {name}: peak {format_bytes(result['peak_bytes'])} "
+                   f"(in {result['peak_phase']}; weights {format_bytes(result['resident_bytes'])}); {phases}; "
+                   f"{result['flops']['total'] / 1e12:.2f} TFLOP; {result['seconds']:.0f} s")
+    document = results[names[0]] if len(names) == 1 else {**results["optimized"], "official": results["official"]}
+    _write_json(json_path, document)
+
+
 def register(app: typer.Typer) -> None:
     """Add `longedit bench` (and `longedit bench kernel`) to the app."""
     if not any(group.name == "bench" for group in app.registered_groups):

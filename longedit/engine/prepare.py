@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from longedit import atomic, attention_pictures, diskspace, output_paths
 from longedit.config import EditJob, ObjectSpec, as_run
 from longedit.diskspace import DiskNeed
@@ -150,7 +152,7 @@ def preflight(job: EditJob, work_dir: Path | None = None) -> dict:
     tokenizer = load_tokenizer(job.model, job.local_files_only, job.checkpoint_config)
     words = resolve_words(tokenizer, job, prepared)
     info = prepared.info
-    return {
+    summary = {
         "input": str(job.input),
         "frames": info.frames,
         "fps": float(info.fps),
@@ -162,3 +164,9 @@ def preflight(job: EditJob, work_dir: Path | None = None) -> dict:
         "notices": list(prepared.notices),
         "output": str(job.output),
     }
+    if job.vram is not None and job.device != "cpu" and not torch.cuda.is_available():  # a GPU job planned here
+        from longedit.engine.plan import loop_settings
+        from longedit.gpu_plan import plan_unseen_gpu
+
+        summary["window"] = plan_unseen_gpu(job, loop_settings(job, torch.device("cuda")), words, info.frames, prepared.processed_size)
+    return summary

@@ -145,7 +145,7 @@ def _check_inputs(query: Tensor, key: Tensor, columns: Tensor) -> None:
             f"got shape {tuple(columns.shape)} dtype {columns.dtype}"
         )
     # Range check without a device sync: only when the indices live on the CPU.
-    if columns.device.type == "cpu":
+    if columns.device.type == "cpu" and not _is_fake(columns):  # fake tensors have no values
         lo, hi = int(columns.min()), int(columns.max())
         if lo < 0 or hi >= t:
             raise ValueError(f"word_attention_maps: columns must lie in [0, {t}), got min {lo} max {hi}")
@@ -572,17 +572,56 @@ def _word_attention_backward(
 
 
 # --------------------------------------------------------------------------------------------
-# Autograd function
+# torch.library custom ops (fake implementations for FakeTensorMode / torch.compile) and autograd
 # --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("longedit::word_attention_fwd", mutates_args=())
+def word_attention_fwd_op(query: Tensor, key: Tensor, columns: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """The fused forward as a registered op: ``(out [B, Q, C] in query.dtype, lse [B, H, Q] fp32)``."""
+    return _word_attention_forward(query, key, columns, scale)
+
+
+@word_attention_fwd_op.register_fake
+def _word_attention_fwd_fake(query: Tensor, key: Tensor, columns: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """Shapes and dtypes of the forward without running it (memory simulation, tracing)."""
+    b, h, q_len, _ = query.shape
+    out = query.new_empty((b, q_len, columns.shape[0]))
+    lse = query.new_empty((b, h, q_len), dtype=torch.float32)
+    return out, lse
+
+
+@torch.library.custom_op("longedit::word_attention_bwd", mutates_args=())
+def word_attention_bwd_op(
+    grad_out: Tensor, query: Tensor, key: Tensor, columns: Tensor, lse: Tensor, scale: float, need_dq: bool, need_dk: bool
+) -> tuple[Tensor, Tensor]:
+    """The fused backward as a registered op: ``(dq, dk)``; an empty tensor stands for a gradient not asked for."""
+    dq, dk = _word_attention_backward(grad_out, query, key, columns, lse, scale, need_dq, need_dk)
+    return (query.new_empty(0) if dq is None else dq), (key.new_empty(0) if dk is None else dk)
+
+
+@word_attention_bwd_op.register_fake
+def _word_attention_bwd_fake(
+    grad_out: Tensor, query: Tensor, key: Tensor, columns: Tensor, lse: Tensor, scale: float, need_dq: bool, need_dk: bool
+) -> tuple[Tensor, Tensor]:
+    """Shapes of the backward: dq like query, dk like key (empty where not needed). The dk kernel's
+    fp32 partial sums are a temporary of the real op (``[splits, Bk, H, T, D]``, a few MiB at most)."""
+    dq = torch.empty_like(query) if need_dq else query.new_empty(0)
+    dk = torch.empty_like(key) if need_dk else key.new_empty(0)
+    return dq, dk
 
 
 class WordAttentionMapsFunction(torch.autograd.Function):
     """Fused forward/backward; saves ``query``, ``key``, ``columns`` and the fp32 logsumexp
-    ``[B, H, Q]`` only — never the ``[B, H, Q, T]`` probabilities."""
+    ``[B, H, Q]`` only — never the ``[B, H, Q, T]`` probabilities.
+
+    Both directions go through the registered ops (``torch.ops.longedit.word_attention_fwd`` /
+    ``_bwd``), so fake tensors (``longedit.bench.simulate``) take this path too, on their fake
+    implementations."""
 
     @staticmethod
     def forward(ctx, query: Tensor, key: Tensor, columns: Tensor, scale: float) -> Tensor:  # type: ignore[override]
-        out, lse = _word_attention_forward(query, key, columns, scale)
+        out, lse = torch.ops.longedit.word_attention_fwd(query, key, columns, float(scale))
         ctx.save_for_backward(query, key, columns, lse)
         ctx.scale = float(scale)
         return out
@@ -592,8 +631,10 @@ class WordAttentionMapsFunction(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
         query, key, columns, lse = ctx.saved_tensors
         need_dq, need_dk = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dq, dk = _word_attention_backward(grad_out, query, key, columns, lse, ctx.scale, need_dq, need_dk)
-        return dq, dk, None, None
+        dq, dk = torch.ops.longedit.word_attention_bwd(
+            grad_out, query, key, columns, lse, ctx.scale, need_dq, need_dk
+        )
+        return (dq if need_dq else None), (dk if need_dk else None), None, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,12 +642,28 @@ class WordAttentionMapsFunction(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------
 
 
+def _is_fake(tensor: Tensor) -> bool:
+    """Whether `tensor` is a FakeTensor (shapes only, no data: `longedit.bench.simulate`)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(tensor, FakeTensor)
+
+
 def _triton_supports(query: Tensor, key: Tensor, columns: Tensor) -> str | None:
-    """Why the Triton path cannot take these inputs, or ``None`` when it can."""
-    if triton is None:
-        return "triton is not installed (pip install 'longedit[triton]')"
+    """Why the Triton path cannot take these inputs, or ``None`` when it can.
+
+    Fake tensors (FakeTensorMode: the memory simulation) take it wherever CUDA would: only the
+    ops' fake implementations run, so neither triton nor a GPU is needed."""
     if query.dtype not in _TRITON_DTYPES:
         return f"dtype {query.dtype} is not supported (fp32, fp16, bf16)"
+    if 1 << max(4, (key.shape[2] - 1).bit_length()) > _MAX_BLOCK_T:
+        return f"T = {key.shape[2]} is longer than {_MAX_BLOCK_T} text tokens"
+    if columns.numel() > _MAX_COLUMNS:
+        return f"at most {_MAX_COLUMNS} columns per call, got {columns.numel()}"
+    if _is_fake(query):
+        return None
+    if triton is None:
+        return "triton is not installed (pip install 'longedit[triton]')"
     if not query.is_cuda and not _interpret_mode():
         return "CPU tensors need CUDA or the Triton interpreter (TRITON_INTERPRET=1 before triton is imported)"
     if not query.is_cuda and not _interpreter_ready():
@@ -616,10 +673,6 @@ def _triton_supports(query: Tensor, key: Tensor, columns: Tensor) -> str | None:
         )
     if query.device != key.device:
         return f"query on {query.device} but key on {key.device}"
-    if max(16, triton.next_power_of_2(key.shape[2])) > _MAX_BLOCK_T:
-        return f"T = {key.shape[2]} is longer than {_MAX_BLOCK_T} text tokens"
-    if columns.numel() > _MAX_COLUMNS:
-        return f"at most {_MAX_COLUMNS} columns per call, got {columns.numel()}"
     return None
 
 
