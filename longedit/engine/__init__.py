@@ -21,8 +21,9 @@ from longedit.engine.masks import build_masks, restore_or_build_masks
 from longedit.engine.pictures import MAPS_NAME, draw_attention_pictures, picture_store
 from longedit.engine.plan import DEFAULT_WINDOW, build_editor, choose_windows, latent_grid, loop_settings, plan_fusion_for, plan_run, plan_run_windows
 from longedit.engine.prepare import (
-    DISK_FIX, Prepared, check_attention_pictures, check_disk, disk_needs, preflight, prepare, resolve_words,
+    DISK_FIX, Prepared, check_attention_pictures, check_disk, disk_needs, prepare, resolve_words,
 )
+from longedit.engine.preflight import preflight
 from longedit.engine.preview import first_frames, preview_frames
 from longedit.engine.progress import job_phases, job_progress, seed_progress
 from longedit.engine.report import TINY_WARNING, build_report, effective_settings, evaluate_after_edit, write_json_atomic

@@ -6,14 +6,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from longedit import atomic, attention_pictures, diskspace, output_paths
 from longedit.config import EditJob, ObjectSpec, as_run
 from longedit.diskspace import DiskNeed
 from longedit.errors import UserError
 from longedit.model_info import SizeChoice, check_model_inputs
-from longedit.models import load_tokenizer, resolve_device
+from longedit.models import resolve_device
 from longedit.planner import parse_size
 from longedit.source_range import check_range_options, media_notices, objects_in_range, validate_in_source
 from longedit.video import VideoInfo, check_output_path, even_size, open_source, processing_size
@@ -143,30 +142,3 @@ def check_attention_pictures(job: EditJob, objects: list[ObjectSpec]) -> None:
         if video.expanduser().resolve() == Path(job.output).expanduser().resolve():
             raise UserError(f"--attention-video '{video}' is the output video", "give the attention video its own name")
         check_output_path(video, Path(job.input))
-
-
-def preflight(job: EditJob, work_dir: Path | None = None) -> dict:
-    """Validate a job without running the diffusion model: video, output, words (tokenizer), boxes, work folder."""
-    job = as_run(job)
-    prepared = prepare(job, work_dir)
-    tokenizer = load_tokenizer(job.model, job.local_files_only, job.checkpoint_config)
-    words = resolve_words(tokenizer, job, prepared)
-    info = prepared.info
-    summary = {
-        "input": str(job.input),
-        "frames": info.frames,
-        "fps": float(info.fps),
-        "size": [info.width, info.height],
-        "processed_size": list(prepared.processed_size),
-        "processing_size_choice": prepared.size_choice.to_report(),
-        "objects": {w.word: list(w.indices) for w in words},
-        "model": job.model,
-        "notices": list(prepared.notices),
-        "output": str(job.output),
-    }
-    if job.vram is not None and job.device != "cpu" and not torch.cuda.is_available():  # a GPU job planned here
-        from longedit.engine.plan import loop_settings
-        from longedit.gpu_plan import plan_unseen_gpu
-
-        summary["window"] = plan_unseen_gpu(job, loop_settings(job, torch.device("cuda")), words, info.frames, prepared.processed_size)
-    return summary
