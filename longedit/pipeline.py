@@ -156,7 +156,7 @@ class LongEditPipeline:
         keep = tempfile.TemporaryDirectory(prefix="longedit-")
         source = source_file(video, Path(keep.name), 24 if fps is None else fps)
         job = build_job({
-            "input": source, "output": Path(keep.name) / "edited.mp4", "source_prompt": source_prompt, "prompt": prompt,
+            "input": source, "output": Path(keep.name) / work_output_name(settings.get("codec")), "source_prompt": source_prompt, "prompt": prompt,
             "objects": object_specs(objects), "masks": masks, "model": self.model, "device": self.device,
             "dtype": self.dtype, "local_files_only": self.local_files_only, "backbone": self.kind,
             "fps": fps if isinstance(video, (str, Path)) else None, **self.extras, **settings,
@@ -230,6 +230,15 @@ def object_specs(objects: Mapping[str, Any] | Iterable[str] | None) -> list[dict
                 raise UserError(f"cannot read the region of '{word}': {where!r}",
                                 "give a box (x0, y0, x1, y1) or keyframes [((x0, y0, x1, y1), frame), ...]") from None
     return specs
+
+
+def work_output_name(codec: str | None) -> str:
+    """The call's own output name in its temporary folder, in a container `codec` can be written to (`.save`
+    then picks the user's): `--codec prores` needs .mov, ffv1 .mkv, vp9 .webm, png a folder."""
+    from longedit.video.codecs import CODECS
+
+    suffixes = CODECS[codec].suffixes if codec in CODECS else (".mp4",)
+    return "edited" + (suffixes[0] if suffixes else "")
 
 
 def source_file(video: Any, folder: Path, fps: float | Fraction) -> Path:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from longedit.config import field_bounds
 from longedit.errors import UserError
@@ -47,12 +48,17 @@ MIN_WINDOW, MAX_WINDOW = (int(bound) for bound in field_bounds("window"))  # the
 HEADROOM = 0.9  # keep 10% of the budget for the CUDA context, allocator fragmentation and probe error
 PROBE_LENGTHS = (2, 4)
 
-_UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+_BYTE_SIZE = TypeAdapter(ByteSize)  # pydantic's parser: GB/MB/KB/TB powers of 1000, GiB/MiB/KiB/TiB of 1024
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)  # a number and one unit word
+
+
+def _byte_size(number: str, unit: str) -> int | None:
+    """pydantic's ByteSize of `number` `unit` (a bare k/m/g/t is kB/MB/GB/TB), None for a unit it does not know."""
+    unit = f"{unit}b" if unit.lower() in ("k", "m", "g", "t") else unit
+    try:
+        return int(_BYTE_SIZE.validate_python(f"{number}{unit}"))
+    except ValidationError:
+        return None
 
 
 def parse_size(text: str) -> int:
@@ -62,10 +68,9 @@ def parse_size(text: str) -> int:
     Raises UserError on anything else, and on zero.
     """
     match = _SIZE_RE.match(str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
+    value = None if match is None else _byte_size(*match.groups())
+    if value is None:
         raise UserError(f"cannot read the memory size '{text}'", "write it like 24GB, 12GiB or 800MB")
-    value = int(float(match.group(1)) * _UNITS[unit])
     if value <= 0:
         raise UserError(f"the memory size '{text}' is zero", "give a positive size like 24GB")
     return value

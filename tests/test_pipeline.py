@@ -72,6 +72,20 @@ def test_two_calls_load_the_model_once_and_keep_the_source_timing_and_audio(load
 
 
 @pytest.mark.slow
+def test_a_codec_setting_is_how_save_writes(loads, small_clip, tmp_path):
+    """`codec="ffv1"` is usable from Python (the call's own temporary output was always .mp4, which FFV1 cannot
+    be written to) and `.save` writes FFV1 into the .mkv it is given."""
+    import av
+
+    pipe, _ = loads
+    out = pipe(video=small_clip, codec="ffv1", **PROMPTS, **SMALL)
+    with av.open(str(out.save(tmp_path / "edited.mkv"))) as container:
+        assert container.streams.video[0].codec_context.name == "ffv1"
+    with pytest.raises(UserError, match="cannot be written to a '.mp4' file"):
+        out.save(tmp_path / "edited.mp4")
+
+
+@pytest.mark.slow
 def test_frames_in_memory_keyframes_and_a_callback_that_stops(loads, small_clip):
     pipe, _ = loads
     video = np.stack(list(iter_frames(small_clip)))
