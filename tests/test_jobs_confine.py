@@ -185,3 +185,47 @@ def test_a_validators_message_does_not_quote_the_value(key, value, message, clip
     with pytest.raises(UserError, match=re.escape(message)) as error:
         load_job(job)
     assert SECRET not in str(error.value)
+
+
+FAKE_RUN = ["run", "--quiet", "--runner", "test_jobs_helpers:copy_runner"]
+
+
+@pytest.mark.parametrize("key", ["output", "report", "attention_video"])
+def test_run_and_validate_refuse_a_job_over_a_file_longedit_did_not_write(key, clip, tmp_path, capsys):
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    taken = folder / ("taken.mp4" if key != "report" else "taken.json")
+    taken.write_bytes(b"somebody's own file")
+    job = write_job(folder / "job.yaml", input=str(clip), **{key: taken.name})
+    before = _tree(tmp_path)
+    for command in (FAKE_RUN, ["validate"]):
+        assert main([*command, str(job)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: job file '{job}': '{key}' names an existing file that longedit did not write")
+        assert err.count("\n") == 1 and "taken" not in err  # one line; the key is named, not the value
+    assert _tree(tmp_path) == before  # the file byte-identical, no record, no output
+
+
+def test_a_rerun_replaces_its_own_output_but_not_one_edited_since(clip, tmp_path, capsys):
+    folder = tmp_path / "jobs"
+    job = write_job(folder / "job.yaml", input=str(clip), output="out/edited.mp4")
+    output = folder / "out" / "edited.mp4"
+    assert main([*FAKE_RUN, str(job)]) == 0
+    first = output.stat()
+    record = json.loads((folder / ".longedit-outputs.json").read_text())
+    assert record == {"out/edited.mp4": {"size": first.st_size, "mtime_ns": first.st_mtime_ns}}
+
+    assert main(["validate", str(job)]) == 0
+    assert main([*FAKE_RUN, str(job)]) == 0  # its own output: replaced by a new file
+    again = output.stat()
+    assert again.st_ino != first.st_ino and output.read_bytes() == clip.read_bytes()
+    capsys.readouterr()
+
+    with output.open("ab") as handle:
+        handle.write(b"a hand-made fix")
+    edited = output.read_bytes()
+    for command in (FAKE_RUN, ["validate"]):
+        assert main([*command, str(job)]) == 2
+        assert "'output' names an existing file that longedit did not write (or that was changed since)" in (
+            capsys.readouterr().err)
+    assert output.read_bytes() == edited

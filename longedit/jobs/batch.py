@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from longedit.config import CACHE_FIELDS, CACHE_FOLDER, TUNED_CACHE_FOLDER, EditJob
 from longedit.errors import UserError
-from longedit.jobs.confine import check_write_places
+from longedit.jobs.confine import check_own_outputs, check_write_places, record_outputs
 from longedit.jobs.jobfile import load_job
 from longedit.jobs.executor import make_executor
 from longedit.jobs.outcome import attempt_outcome
@@ -61,11 +61,12 @@ def work_root_for(job: EditJob, work_root: Path | None) -> Path:
 
 
 def load_batch(paths: Sequence[Path], output_roots: Sequence[Path] = ()) -> list[tuple[Path, EditJob]]:
-    """Validate every job file, its outputs in its folder or an `output_roots` one (`longedit.jobs.confine`);
-    refuse two jobs that write the same output."""
+    """Validate every job file, its outputs in its folder or an `output_roots` one and not over a file
+    `run` did not write (`longedit.jobs.confine`); refuse two jobs that write the same output."""
     jobs = [(Path(p), load_job(p)) for p in paths]
     for path, job in jobs:
         check_write_places(job, path.parent, str(path), output_roots=output_roots)
+        check_own_outputs(job, path.parent, str(path))
     seen: dict[Path, Path] = {}
     for path, job in jobs:
         other = seen.get(job.output)
@@ -119,6 +120,7 @@ def run_batch(
     stop_event = stop_event or threading.Event()
     execute = make_executor(backend, runner, address=address, progress=progress)
     workers = len(jobs) if execute.remote else 1
+    record_lock = threading.Lock()  # jobs of one folder share its output record
 
     def one(path: Path, job: EditJob) -> BatchResult:
         if stop_event.is_set():
@@ -134,6 +136,11 @@ def run_batch(
             result = BatchResult(path, job, status, time.time() - started, error=error)
         else:
             _cleanup(work_dir, work_root)
+            with record_lock:
+                try:
+                    record_outputs(job, path.parent)
+                except (OSError, UserError):
+                    pass  # unrecorded outputs only make a rerun refuse to replace them
             result = BatchResult(path, job, "done", time.time() - started, report=report)
         if on_result is not None:
             on_result(result)
