@@ -4,7 +4,7 @@ Every stage streams or chunks (frames never all in RAM; latents of the whole vid
 With a work folder the loop checkpoints atomically every `checkpoint_every` steps and a later call
 with the same job resumes from the checkpoint with bit-identical results on CPU.
 
-Each stage is a module with one job (`prepare`, `plan`, `source`, `masks`, `cache`, `invert`, `denoise`,
+Each stage is a module with one job (`prepare`, `preflight`, `plan`, `source`, `masks`, `cache`, `invert`, `denoise`,
 `write`, `report`, and the optional `tune`, `preview`, `pictures`; `keeper` holds the state between steps,
 `progress` the job's progress measure); `runner.run_edit` strings them together and is what the CLI,
 `run`/`watch`, Ray, the bench, `demo` and `longedit.LongEditPipeline` call. The names below are re-exported
