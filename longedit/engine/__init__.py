@@ -7,7 +7,7 @@ with the same job resumes from the checkpoint with bit-identical results on CPU.
 Each stage is a module with one job (`prepare`, `preflight`, `plan`, `source`, `masks`, `cache`, `invert`, `denoise`,
 `write`, `report`, and the optional `tune`, `preview`, `pictures`; `keeper` holds the state between steps,
 `progress` the job's progress measure); `runner.run_edit` strings them together and is what the CLI,
-`run`/`watch`, Ray, the bench, `demo` and `longedit.LongEditPipeline` call. The names below are re-exported
+`run`/`watch`, Ray, `demo` and `longedit.LongEditPipeline` call (the bench times `invert`/`denoise` alone). The names below are re-exported
 so `from longedit.engine import run_edit, preflight, ...` keeps working; to replace a stage's helper in a
 test, patch it in the stage module that uses it (e.g. `longedit.engine.runner.load_backbone`).
 """
