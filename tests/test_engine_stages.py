@@ -21,8 +21,8 @@ EXPECTED_LATENT_CHECKSUM = "f0823fd482ad51c18a602e27460f865539b5a66306d2bde6c097
 #: sha256 of the mp4's decoded RGB frames, their pts and its audio packets (`decoded_sha256`), on b0b291a.
 #: The tests compare this; the container's bytes (sha256 40cb9928...8177) are equal too when the machine is quiet.
 #: Under load libx264 (threaded, as every run encodes) was seen to write other P-frames from the same pixels and
-#: latents (1 run of 4 run at once: 5% of the values off by up to 12 levels in frames 1, 2, 4, 5): an encoder
-#: property of every version, so the video is written a second time in that case (`edit_in_a_fresh_process`).
+#: latents (1 run of 4 run at once: 5% of the values off by up to 12 levels in frames 1, 2, 4, 5), and the test
+#: clip's own encode too, so a missed run is repeated (`edit_in_a_fresh_process`).
 EXPECTED_DECODED_SHA256 = "337562ea3826b61036f776954b9e5ec807ced0d0e45fe8696aa79d8f634cb59c"
 ROOT = Path(__file__).resolve().parents[1]
 
