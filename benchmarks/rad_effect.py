@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longedit.editor import LoopSettings, SourceLevels, VideoEditor, denoise, invert
+from longedit.editor import LoopSettings, VideoEditor
 from longedit.masks import ObjectMasks
 from longedit.models import load_backbone
 from longedit.rad_diagnostics import rad_summary, renoise_regions, step_diagnostics
+from longedit.sampling import SourceLevels, denoise, invert
 from longedit.toyworld import resolve_model_name
 from longedit.toyworld.detect import detect, find
 from longedit.toyworld.pipeline import decode_latents, encode_images

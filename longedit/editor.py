@@ -18,14 +18,12 @@ An optional attention fusion (FateZero, `longedit.fatezero`, `attach_fusion`) st
 attention maps during inversion and fuses them into the classifier-free guided pass of editing.
 An optional `map_sink` receives the per-word maps the edit computes anyway (RAD's, at its steps), window
 by window, for the attention pictures (`longedit.attention_pictures`): no extra forward.
-The loop drivers `invert` and `denoise` (bottom of this file) are what the engine, the bench and the
-window planner call.
+The loop drivers over it (`invert`, `denoise`) and IRJS's source levels live in `longedit.sampling`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,7 +31,7 @@ import torch
 
 from longedit.attention import AttentionContext, StopForward, install_processors
 from longedit.backbones.adapters import adapter_for
-from longedit.ddim import DdimSchedule, add_noise, ddim_move
+from longedit.ddim import DdimSchedule, ddim_move
 from longedit.masks import ObjectMasks
 from longedit.rad_diagnostics import irjs_cells, saturated_share, window_diagnostics
 from longedit.models import DEFAULT_MAP_SCALE, Backbone
@@ -55,7 +53,6 @@ from longedit.words import WordTokens, prompt_token_count
 
 MAP_SCALE = DEFAULT_MAP_SCALE  # RAD maps live at latent/4 = frame/32 unless the model names its level
 FP16_LOSS_SCALE = 1024.0
-SOURCE_NOISE_MODES = ("fresh", "fixed", "inversion")
 ANCHOR_MODES = ("window", "video")
 
 #: map_sink(step, window position, start, end, maps [frames, words, h, w] on the CPU)
@@ -422,91 +419,3 @@ def paste_background(x: torch.Tensor, background: torch.Tensor, keep: torch.Tens
     """IRJS (eq. 8): x inside the regions `keep` (1 = object), `background` outside; in x's device and dtype."""
     keep = keep.to(device=x.device, dtype=torch.float32)
     return (x.float() * keep + background.to(device=x.device, dtype=torch.float32) * (1 - keep)).to(x.dtype)
-
-
-class SourceLevels:
-    """IRJS's V_t: the source latents at the level of timesteps[i] for edit step i (i = steps: the source).
-
-    `fresh` (official: `randn_like` at every step): a new draw per step, seeded by (seed, step) so a
-    resumed run is bit-identical; `fixed`: one draw for all steps; `inversion`: the DDIM inversion
-    trajectory (`trajectory.get(i)`). Caches the last level: every window of a step reads the same one.
-    """
-
-    def __init__(self, schedule: DdimSchedule, source: torch.Tensor, mode: str, seed: int, trajectory=None) -> None:
-        if mode not in SOURCE_NOISE_MODES:
-            raise ValueError(f"unknown source noise '{mode}' (use one of {', '.join(SOURCE_NOISE_MODES)})")
-        if mode == "inversion" and trajectory is None:
-            raise ValueError("source noise 'inversion' needs the inversion trajectory")
-        self.schedule, self.source, self.mode, self.seed, self.trajectory = schedule, source, mode, seed, trajectory
-        self._cached: tuple[int, torch.Tensor] | None = None
-
-    def noise(self, index: int) -> torch.Tensor:
-        """The seeded noise of step `index` (`fixed`: the same for every step)."""
-        draw = 0 if self.mode == "fixed" else index
-        key = hashlib.sha256(f"irjs:{self.seed}:{draw}".encode()).digest()
-        generator = torch.Generator().manual_seed(int.from_bytes(key[:7], "little"))
-        return torch.randn(self.source.shape, generator=generator)
-
-    def __call__(self, index: int) -> torch.Tensor:
-        if index >= self.schedule.steps:
-            return self.source
-        if self._cached is not None and self._cached[0] == index:
-            return self._cached[1]
-        if self.mode == "inversion":
-            level = self.trajectory.get(index)
-        else:
-            alpha = self.schedule.alpha(self.schedule.timesteps[index])
-            level = add_noise(self.source.float(), self.noise(index), alpha)
-        self._cached = (index, level)
-        return level
-
-
-# ------------------------------------------------------------------------------------ loop drivers
-StepCallback = Callable[[int, torch.Tensor, "StepStats | None"], None]
-
-
-def invert(
-    editor: VideoEditor,
-    latents: torch.Tensor,
-    windows: list[tuple[int, int]],
-    *,
-    start: int = 0,
-    callback: StepCallback | None = None,
-    advance: Callable[[], None] | None = None,
-) -> torch.Tensor:
-    """Windowed DDIM inversion from step `start` to the noisiest level (a k-diffusion style driver).
-
-    After each step `index` it calls `callback(index, latents, None)`, the latents then being at the
-    level of `timesteps[steps - 1 - index]`; the callback may save them, checkpoint or raise to stop.
-    """
-    for index in range(start, editor.schedule.steps):
-        latents = editor.inversion_step(latents, index, windows, advance=advance)
-        if callback is not None:
-            callback(index, latents, None)
-    return latents
-
-
-def denoise(
-    editor: VideoEditor,
-    latents: torch.Tensor,
-    windows: list[tuple[int, int]],
-    masks: ObjectMasks | None,
-    source_at: Callable[[int], torch.Tensor] | None = None,
-    *,
-    start: int = 0,
-    stop: int | None = None,
-    callback: StepCallback | None = None,
-    advance: Callable[[], None] | None = None,
-) -> torch.Tensor:
-    """Windowed edit steps `start` .. `stop` (default: to the end) with RAD and IRJS (`source_at`: a
-    `SourceLevels`, or None for no IRJS).
-
-    After each step `index` it calls `callback(index, latents, stats)` (diffusers' callback_on_step_end);
-    the callback may record the stats, checkpoint or raise to stop.
-    """
-    stop = editor.schedule.steps if stop is None else stop
-    for index in range(start, stop):
-        latents, stats = editor.edit_step(latents, index, windows, masks, source_at, advance=advance)
-        if callback is not None:
-            callback(index, latents, stats)
-    return latents

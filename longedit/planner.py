@@ -283,10 +283,11 @@ def probe_window_costs(
 
     Per length: a window of L frames after the first (so it carries the anchor frame where the
     backbone uses one), random latents, a centred box mask, and one step of the editor's own loop
-    (`longedit.editor.denoise`): RAD's guided update (when there are words) then the CFG forward, the
+    (`longedit.sampling.denoise`): RAD's guided update (when there are words) then the CFG forward, the
     two passes of an edit step. `height`/`width` are latent sizes.
     """
-    from longedit.editor import VideoEditor, denoise
+    from longedit.editor import VideoEditor
+    from longedit.sampling import denoise
     from longedit.memory import DevicePeak, module_bytes
     from longedit.masks import ObjectMasks
     from longedit.words import WordTokens, word_tokens

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from longedit.ddim import ddim_move
-from longedit.editor import MAP_SCALE, LoopSettings, SourceLevels, VideoEditor
+from longedit.editor import MAP_SCALE, LoopSettings, VideoEditor
+from longedit.sampling import SourceLevels
 from longedit.masks import ObjectMasks
 from longedit.rad import rad_loss, topk_counts
 from longedit.windows import plan_windows

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import longedit.attention as attention
 from longedit.config import EditJob
 from longedit.ddim import add_noise
-from longedit.editor import LoopSettings, SourceLevels, VideoEditor
+from longedit.editor import LoopSettings, VideoEditor
+from longedit.sampling import SourceLevels
 from longedit.errors import UserError
 from longedit.rad import ColumnPlan, RadLoss, gaussian_kernel3d, guided_update, rad_loss, smooth, word_maps
 from longedit.words import WordTokens, prompt_token_count, word_tokens

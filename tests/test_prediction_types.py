@@ -7,7 +7,8 @@ import torch
 from diffusers import DDIMScheduler
 
 from longedit.ddim import DdimSchedule, ddim_move, predicted_noise
-from longedit.editor import LoopSettings, VideoEditor, denoise, invert
+from longedit.editor import LoopSettings, VideoEditor
+from longedit.sampling import denoise, invert
 from longedit.models import frozen_backbone
 from longedit.random_models import build_tiny_components
 

@@ -9,7 +9,7 @@ Modes (same model, prompts, latents, masks and steps; only the loop settings dif
 * `reference`: the official ReAtCo settings: 4-frame windows with stride 1, RAD at every step,
   the full UNet forward on the gradient path, no checkpointing, eager full attention maps.
 
-Both run the engine's own loop drivers (`longedit.editor.invert` then `denoise`) over
+Both run the engine's own loop drivers (`longedit.sampling.invert` then `denoise`) over
 `plan_windows` windows, on random source latents with a moving box mask, RAD and IRJS on,
 refinement as the product's default (on; `refine=False` measures without it). Time covers inversion + edit; the VAE and video I/O are not part of it.
 `seconds_per_frame` is wall time; `cpu_seconds_per_frame` is this process's CPU time (all its
@@ -42,10 +42,11 @@ from tqdm.auto import tqdm
 from longedit.memory import TensorMemoryTracker, current_rss_bytes, peak_rss_bytes, saved_tensor_bytes
 from longedit.bench.presets import PRESETS, BenchPreset, build_backbone
 from longedit.config import ObjectSpec
-from longedit.editor import LoopSettings, SourceLevels, VideoEditor, denoise, invert
+from longedit.editor import LoopSettings, VideoEditor
 from longedit.errors import UserError
 from longedit.masks import ObjectMasks, build_object_masks
 from longedit.models import resolve_device, resolve_dtype
+from longedit.sampling import SourceLevels, denoise, invert
 from longedit.windows import plan_windows
 from longedit.words import word_tokens
 

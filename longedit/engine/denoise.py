@@ -13,10 +13,11 @@ import torch
 
 from longedit.config import EditJob
 from longedit.checkpoint import TRAJECTORY_NAME, RunState, Trajectory
-from longedit.editor import SourceLevels, StepStats, VideoEditor, denoise
+from longedit.editor import StepStats, VideoEditor
 from longedit.progress import JobProgress
 from longedit.engine.keeper import StepKeeper, is_fresh
 from longedit.rad_diagnostics import region_start, step_diagnostics
+from longedit.sampling import SourceLevels, denoise
 
 
 @contextlib.contextmanager

@@ -7,10 +7,11 @@ import time
 import torch
 
 from longedit.checkpoint import RunState
-from longedit.editor import VideoEditor, invert
+from longedit.editor import VideoEditor
 from longedit.inversion_cache import SharedInversion
 from longedit.progress import JobProgress
 from longedit.engine.keeper import StepKeeper, is_fresh, latent_checksum
+from longedit.sampling import invert
 
 
 def run_inversion(
