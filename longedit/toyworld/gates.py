@@ -242,11 +242,21 @@ def _attention_levels(info: dict) -> str:
 def _continue_config(info: dict) -> str:
     if not info.get("continued_from"):
         return ""
+    if info["config"]["unet"].get("full_resolution_attention"):
+        return (", then `continue_config.json`, then `grow16_config.json` (cross-attention grown to latent/1, the new"
+                " blocks starting as identities), each with `--init-from`")
     return ", then `continue_config.json` with `--init-from`"
 
 
 def _dominance_training(info: dict, last) -> str:
-    weight = info["config"]["unet"].get("noun_dominance_loss")
+    unet = info["config"]["unet"]
+    if unet.get("sink_loss"):
+        low, high = unet["sink_object"]
+        return (f"; in the grown run also an SD-like start-token sink (`longedit.toyworld.grounding.sink_losses`, weights"
+                f" {unet['sink_loss']} and {unet.get('noun_share_loss', 0)}): background cells give column 0 at least"
+                f" {unet['sink_background']} of their attention, object cells {low}-{high}, and the noun takes the most of what"
+                f" the sink leaves in its object's cells; final values {last('unet', 'sink_loss')} and {last('unet', 'noun_share_loss')}")
+    weight = unet.get("noun_dominance_loss")
     if not weight:
         return ""
     return (f"; in the continued run also (weight {weight}) 1 - the noun's mean attention probability over its mask's cells,"
@@ -270,11 +280,13 @@ def _limits(results: dict, info: dict) -> str:
                         " small triangles and squares decode with round corners)")
         lines.append(f"The text -> image gate is missed by {gap:.1f} points; what would close it: {' and '.join(what)}.")
     if "official_map_inside" in att:
-        lines.append(f"Its H/32 cross-attention localises words (share inside {att['mean_share_inside']:.2f} vs area"
+        lines.append(f"Its {att['map']} cross-attention (RAD's level) localises words (share inside {att['mean_share_inside']:.2f} vs area"
                      f" {att['mean_area_fraction']:.2f}) and, under RAD's official normalisation, an object's cells point at"
                      f" its noun ({att['official_map_inside']:.2f} of 1), which is what RAD's gradient needs.")
+    coarse = (" the 4x4 H/32 map makes attention coarse by construction." if att.get("map") == "4x4" else
+              f" RAD's {att.get('map')} map is as fine as SD 1.5's at 512 px; the H/32 level stays 4x4.")
     lines.append("Only the world's words mean anything; everything else tokenises to characters it never saw. 128x128 is its"
-                 " native size; the 4x4 H/32 map makes attention coarse by construction.")
+                 " native size;" + coarse)
     return "\n".join(lines)
 
 
@@ -351,11 +363,11 @@ Load it with `--model toy` (this folder, shipped in the package) or `--model PAT
 - Folder size: {size_mb:.1f} MB.
 
 ## Training
-- Device: {info['device']}, torch {info['torch']}; the CPU was shared with other jobs (load average 5-8 on 2 cores).
+- Device: {info['device']}, torch {info['torch']}; a 2-core CPU, at times shared with other jobs.
 - VAE: {info['vae_steps']} steps, batch {info['config']['vae']['batch']} random {info['config']['vae']['crop']}-px crops of rendered scenes and unconstrained random textures; final loss {last('vae', 'loss')}, train-crop PSNR {last('vae', 'psnr')} dB.
 - Latents: {info['config']['data']['scenes']} captioned scenes encoded once (posterior means).
 - UNet + text encoder jointly: {info['unet_steps']} steps, batch {info['config']['unet']['batch']}, AdamW lr {info['config']['unet']['lr']}{_lr_decay(info)}, min-SNR-5 weighting, caption dropout {info['config']['unet']['caption_dropout']}, EMA {info['config']['unet']['ema_decay']} (exported); final smoothed loss {last('unet', 'smoothed', 1)}.
-- Attention grounding (weight {info['config']['unet'].get('attention_loss', 0)}): the UNet loss adds, for each object, 1 - the share of its shape noun's H/32 cross-attention inside the object's mask (TokenCompose-style token grounding; final value {last('unet', 'attention_loss')}){_dominance_training(info, last)}.
+- Attention grounding (weight {info['config']['unet'].get('attention_loss', 0)}): the UNet loss adds, for each object, 1 - the share of its shape noun's latent/{info['config'].get('attention_map_scale', 4)} cross-attention inside the object's mask (TokenCompose-style token grounding; final value {last('unet', 'attention_loss')}){_dominance_training(info, last)}.
 - Run notes: {info['config'].get('_comment', '')}{continued_note(info)}
 - Wall time per stage (s): {info['elapsed_s']}. Loss log: `loss.jsonl`.{_sharpen_note(folder)}
 
