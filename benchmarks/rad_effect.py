@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from longedit.toyworld import resolve_model_name
 from longedit.toyworld.detect import detect, find
 from longedit.toyworld.pipeline import decode_latents, encode_images
 from longedit.toyworld.render import render_scene
+from longedit.toyworld.scoring import paired_interval
 from longedit.toyworld.world import BACKGROUNDS, COLOURS, SHAPES, Scene, ToyObject
 from longedit.words import word_tokens
 
@@ -50,17 +50,6 @@ SIZE = 128
 LEFT, RIGHT = (4, 32, 60, 96), (68, 32, 124, 96)  # x0, y0, x1, y1 in pixels (exclusive)
 SEED = 20261206  # sample seeds far from the training run's
 DIAGNOSTICS: list[dict] = []  # the RAD-on runs' `rad_summary` of the current sample (the script's own log)
-
-
-def paired_interval(on: list[float], off: list[float], resamples: int = 4000, seed: int = 0) -> dict:
-    """Mean of on - off, its paired bootstrap 95% interval, and the n an interval of half-width 0.1 needs."""
-    diff = np.asarray(on, float) - np.asarray(off, float)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    spread = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
-    return {"n": len(diff), "on": float(np.mean(on)), "off": float(np.mean(off)), "diff": float(diff.mean()),
-            "low": float(low), "high": float(high), "n_for_0.1": math.ceil((1.96 * spread / 0.1) ** 2) if spread > 0 else None}
 
 
 def box_mask(boxes: list[tuple[int, int, int, int]], scale: int) -> torch.Tensor:

@@ -122,3 +122,27 @@ def test_growing_a_trained_micro_model_trains_with_the_sink_and_exports_its_map_
     assert json.loads((tmp_path / "m2" / MAP_LEVEL_FILE).read_text())["rad_map_scale"] == 1
     assert load_backbone(str(tmp_path / "m2"), device="cpu").map_scale == 1
     assert load_backbone(str(tmp_path / "m1"), device="cpu").map_scale == 4
+    # the card names the map level, the grown run's config chain, its sink losses and the paired text -> image check
+    from longedit.toyworld import model_path
+    from longedit.toyworld.card import model_card
+
+    results = json.loads((model_path() / "gates.json").read_text())
+    results["attention"]["map"] = "16x16"
+    results["text_to_image_vs_baseline"] = {"baseline": "m1", "n": 4, "on": 0.75, "off": 0.5, "diff": 0.25, "low": -0.25,
+                                            "high": 0.75, "n_for_0.1": 192}
+    card = model_card(tmp_path / "m2", results)
+    assert "RAD reads latent/1" in card and "at latent/1 (= H/8" in card and "grow16_config.json" in card
+    assert "start-token sink" in card and "background cells give column 0 at least 0.9" in card
+    assert "75.0% vs 50.0%, paired difference +25.0 points (bootstrap 95% interval -25.0 to +75.0)" in card
+    assert "16x16 cross-attention (RAD's level)" in card
+
+
+def test_paired_interval_against_a_hand_computation():
+    from longedit.toyworld.scoring import paired_interval
+
+    result = paired_interval([1, 1, 1, 0], [0, 1, 0, 0])
+    assert (result["n"], result["on"], result["off"], result["diff"]) == (4, 0.75, 0.25, 0.5)
+    assert 0 <= result["low"] <= 0.5 <= result["high"] <= 1
+    assert result["n_for_0.1"] == 129  # ceil((1.96 * sqrt(1/3) / 0.1) ** 2): the sd of the differences [1, 0, 1, 0]
+    same = paired_interval([1, 0, 1], [1, 0, 1])
+    assert (same["diff"], same["low"], same["high"], same["n_for_0.1"]) == (0, 0, 0, None)

@@ -3,6 +3,7 @@ seams between windows, and a contact sheet to look at."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,14 @@ def contact_sheet(rows: dict[str, list[np.ndarray]], path: str | Path, columns: 
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
+
+
+def paired_interval(on: list[float], off: list[float], resamples: int = 4000, seed: int = 0) -> dict:
+    """Mean of on - off, its paired bootstrap 95% interval, and the n an interval of half-width 0.1 needs."""
+    diff = np.asarray(on, float) - np.asarray(off, float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    spread = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
+    return {"n": len(diff), "on": float(np.mean(on)), "off": float(np.mean(off)), "diff": float(diff.mean()),
+            "low": float(low), "high": float(high), "n_for_0.1": math.ceil((1.96 * spread / 0.1) ** 2) if spread > 0 else None}
