@@ -255,6 +255,19 @@ def load_components(model: str, local_files_only: bool = False, backbone: str = 
     return _load_components(model, local_files_only, backbone, checkpoint_config)
 
 
+def own_aligned_storage(module: torch.nn.Module, alignment: int = 64) -> None:
+    """Copy the parameters and buffers that sit at an address not `alignment`-byte aligned into fresh memory.
+
+    A safetensors file mapped into memory leaves its tensors at their file offsets; CPU kernels take another,
+    differently rounding path on unaligned data, so the same weights computed other bits depending on the
+    file they came from (a single-file checkpoint vs its diffusers folder: UNet outputs 1.6e-6 apart).
+    """
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.data_ptr() % alignment:
+                tensor.data = tensor.data.clone()
+
+
 def frozen_backbone(components: dict, name: str, device: torch.device, dtype: torch.dtype, kind: str = "sd") -> Backbone:
     """Freeze components (eval, no grad), move them to device/dtype and wrap them as a Backbone.
 
@@ -274,6 +287,8 @@ def frozen_backbone(components: dict, name: str, device: torch.device, dtype: to
             module.to(device=device, dtype=dtype)
         if dtype == torch.float16:
             components["vae"].to(torch.float32)
+        for key in ("unet", "vae", "text_encoder"):
+            own_aligned_storage(components[key])
     finally:
         diffusers_logging.set_verbosity(verbosity)
     return Backbone(

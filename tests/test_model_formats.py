@@ -117,6 +117,20 @@ def test_a_single_file_checkpoint_edits_like_its_folder(models, clip, tmp_path, 
     assert from_file["model_extras"]["checkpoint_config"] == str(models["folder"])
 
 
+def test_weights_mapped_at_unaligned_offsets_get_their_own_aligned_memory():
+    """The reason the two edits above agree bit for bit: a mapped file's tensors sit at their file offsets."""
+    from longedit.models import own_aligned_storage
+
+    layer = torch.nn.Linear(16, 16)
+    flat = torch.randn(16 * 16 + 1)
+    layer.weight.data = flat[1:].view(16, 16)  # 4 bytes past an aligned start, as a tensor inside a mapped file
+    expected = layer.weight.detach().clone()
+    assert layer.weight.data_ptr() % 64
+    own_aligned_storage(layer)
+    assert layer.weight.data_ptr() % 64 == 0 and layer.bias.data_ptr() % 64 == 0
+    assert torch.equal(layer.weight, expected)
+
+
 def test_a_single_file_offline_without_its_config_says_what_it_needs(models, clip, tmp_path, capsys, monkeypatch, no_decoding):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     line = _refused(capsys, clip, tmp_path, "--model", str(models["safetensors"]), "--local-files-only")
