@@ -16,14 +16,20 @@ from pathlib import Path
 import pytest
 
 
-#: From `longedit edit` of the clip below on main at commit b0b291a (engine.py in one file), before the split.
-EXPECTED_LATENT_CHECKSUM = "f0823fd482ad51c18a602e27460f865539b5a66306d2bde6c09723417c51eedc"
-#: sha256 of the mp4's decoded RGB frames, their pts and its audio packets (`decoded_sha256`), on b0b291a.
-#: The tests compare this; the container's bytes (sha256 40cb9928...8177) are equal too when the machine is quiet.
+#: (latent checksum, `decoded_sha256` of the mp4) of `longedit edit` of the clip below at commit b0b291a (engine.py
+#: in one file, before the split into stages), in each environment where b0b291a was run: the float results of
+#: the same code moved with the environment (first recorded in November with transformers 5.24.0; on 2026-12-06,
+#: transformers 5.25.0 on an AMD EPYC with AVX-512, b0b291a itself gave the second pair, and main agreed with it
+#: bit for bit). A change of behaviour gives neither. The container's bytes were equal too on a quiet machine.
 #: Under load libx264 (threaded, as every run encodes) was seen to write other P-frames from the same pixels and
 #: latents (1 run of 4 run at once: 5% of the values off by up to 12 levels in frames 1, 2, 4, 5), and the test
 #: clip's own encode too, so a missed run is repeated (`edit_in_a_fresh_process`).
-EXPECTED_DECODED_SHA256 = "337562ea3826b61036f776954b9e5ec807ced0d0e45fe8696aa79d8f634cb59c"
+B0B291A_RESULTS = {
+    ("f0823fd482ad51c18a602e27460f865539b5a66306d2bde6c09723417c51eedc",
+     "337562ea3826b61036f776954b9e5ec807ced0d0e45fe8696aa79d8f634cb59c"),
+    ("28aa0e25067bef07e0a4eb6f974574cad5ce585cb22313e3db3e964a6376dca7",
+     "99493c7e672c3196799360a703d4599df2ab04ca2ca7fc087f0af951cb7681cf"),
+}
 ROOT = Path(__file__).resolve().parents[1]
 
 MAKE_CLIP = """
@@ -57,10 +63,10 @@ open(report, "w").write(json.dumps(edited.report))
 def edit_in_a_fresh_process(code: str, folder: Path, tries: int = 3) -> tuple[str, str]:
     """(latent checksum, `decoded_sha256` of the mp4) of the fixed edit: a 6-frame 64x48 clip with audio,
     2 steps, two windows of 4, one object. A run that misses is repeated, up to `tries` runs in all: libx264
-    under load (see EXPECTED_DECODED_SHA256) encodes the clip (and so its latents) or the output otherwise
+    under load (see B0B291A_RESULTS) encodes the clip (and so its latents) or the output otherwise
     now and then, while a change of behaviour misses every time."""
     result = _edit_once(code, folder)
-    while result != (EXPECTED_LATENT_CHECKSUM, EXPECTED_DECODED_SHA256) and tries > 1:
+    while result not in B0B291A_RESULTS and tries > 1:
         tries -= 1
         result = _edit_once(code, folder)
     return result
@@ -94,12 +100,12 @@ def decoded_sha256(path: Path) -> str:
 @pytest.mark.slow
 def test_a_fixed_tiny_edit_is_bit_identical_to_the_one_file_engine(tmp_path):
     """`longedit edit --model tiny` of the clip: the report's latent checksum and the sha256 of the written
-    mp4 equal the values recorded on main at commit b0b291a (before engine.py became the
+    mp4 are those of commit b0b291a (before engine.py became the
     `longedit.engine` package of stages)."""
-    assert edit_in_a_fresh_process(CLI_EDIT, tmp_path) == (EXPECTED_LATENT_CHECKSUM, EXPECTED_DECODED_SHA256)
+    assert edit_in_a_fresh_process(CLI_EDIT, tmp_path) in B0B291A_RESULTS
 
 
 @pytest.mark.slow
 def test_the_python_api_writes_the_same_bytes_as_the_cli(tmp_path):
     """`LongEditPipeline` runs the same runner: the edit above, called from Python and saved, is the same file."""
-    assert edit_in_a_fresh_process(API_EDIT, tmp_path) == (EXPECTED_LATENT_CHECKSUM, EXPECTED_DECODED_SHA256)
+    assert edit_in_a_fresh_process(API_EDIT, tmp_path) in B0B291A_RESULTS
