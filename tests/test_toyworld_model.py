@@ -24,6 +24,8 @@ MIN_NEW_OBJECT_SHARE = 0.5  # frames with the edited colour *and* shape inside i
 MAX_BACKGROUND_LOSS_DB = 1.0  # outside the region (8 px margin): edited vs the VAE round trip, both against the source
 MAX_SOURCE_REMNANT = 0.1  # of the source circle's area: red left inside the region after the edit
 MAX_SEAM_RATIO = 2.5  # frame-to-frame change at window boundaries over the median change elsewhere
+MIN_RAD_LOSS_DROP = 0.01  # RAD's loss before minus after its update, mean per guided step (the 4x4 model: < 1e-4)
+MAX_SATURATED_CELLS = 0.3  # map cells where softmax(100 A) is a hard argmax (the 4x4 model: ~0.5)
 MIN_RAD_MAP_ON_OBJECT = 0.4  # RAD's official map (softmax(100 A), columns 1-75) of a noun, mean over its object's cells
 
 
@@ -62,7 +64,7 @@ def test_toy_model_draws_what_it_is_told(toy):
     colours = [find(f, scene.objects[0].colour) is not None for f, scene in zip(found, scenes)]
     assert np.mean(colours) >= MIN_COLOUR_DRAWN, colours
     hits = [agreement(f, scene.objects)[0] for f, scene in zip(found, scenes)]
-    # the model card's gate on 418 held-out objects: 62.4% (53.3% at 9000 UNet steps, 31.6% at 3000)
+    # the model card's gate on 418 held-out objects: 61.2% (the 4x4 parent 62.4%, paired -1.2 [-4.5, +2.4]; 31.6% at 3000 steps)
     assert np.mean(hits) >= MIN_DRAWN, f"colour and shape right for {np.mean(hits):.0%} of objects, below {MIN_DRAWN:.0%}"
 
 
@@ -79,7 +81,7 @@ def test_object_cells_attend_to_their_noun_as_rad_needs(toy):
 
 @pytest.fixture(scope="module")
 def edits(tmp_path_factory):
-    """The demo's edit on a short clip (3 overlapping windows), with and without RAD."""
+    """The demo's edit on a short clip (3 overlapping windows), its frames and its report."""
     from longedit.commands.edit import build_job
     from longedit.config import parse_object_args
     from longedit.engine import run_edit
@@ -93,14 +95,13 @@ def edits(tmp_path_factory):
     job = build_job(
         dict(
             input=source, output=folder / "edited.mp4", model="toy", source_prompt=edit.source_prompt,
-            prompt=edit.prompt, steps=10, size=128, window=4, stride=2,
+            prompt=edit.prompt, steps=10, size=128, window=4, stride=2, report=folder / "report.json",
             objects=parse_object_args(edit.object_args(every=2)),
         )
     )
     run_edit(job, progress=False)
-    no_rad = job.model_copy(update={"rad": False, "output": folder / "no-rad.mp4"})
-    run_edit(no_rad, progress=False)
-    return edit, {name: list(iter_frames(path)) for name, path in (("source", source), ("edited", job.output), ("no-rad", no_rad.output))}
+    frames = {name: list(iter_frames(path)) for name, path in (("source", source), ("edited", job.output))}
+    return edit, frames, json.loads(job.report.read_text())
 
 
 def test_edit_replaces_the_source_object_inside_its_region(edits):
@@ -109,7 +110,7 @@ def test_edit_replaces_the_source_object_inside_its_region(edits):
     from longedit.toyworld.detect import detect, find
     from longedit.toyworld.scoring import placement_share
 
-    edit, frames = edits
+    edit, frames, _report = edits
     assert placement_share(frames["source"], edit.boxes, "red", "circle") == 1.0
     assert placement_share(frames["source"], edit.boxes, edit.colour, None) == 0.0
     for index, (frame, source, box) in enumerate(zip(frames["edited"], frames["source"], edit.boxes)):
@@ -124,20 +125,24 @@ def test_edit_replaces_the_source_object_inside_its_region(edits):
 def test_edit_gives_the_new_object_its_shape(edits):
     from longedit.toyworld.scoring import placement_share
 
-    edit, frames = edits
+    edit, frames, _report = edits
     shaped = placement_share(frames["edited"], edit.boxes, edit.colour, edit.shape)
     assert shaped >= MIN_NEW_OBJECT_SHARE, f"{edit.colour} {edit.shape} in its region in {shaped:.0%} of frames"
 
 
-def test_rad_places_the_object_in_more_frames_than_without(edits):
-    """6/8 frames with RAD, 4/8 without, measured with the committed model (18000 UNet steps, noun dominance
-    trained in); the 9000-step model, whose object cells attended to padding, gave 2/8 and 2/8."""
-    from longedit.toyworld.scoring import placement_share
+def test_rad_acts_on_the_model_its_loss_falls_at_every_guided_step(edits):
+    """RAD's update lowers its own loss: the model's map is graded, not a saturated argmax (issue 25).
 
-    edit, frames = edits
-    with_rad = placement_share(frames["edited"], edit.boxes, edit.colour, edit.shape)
-    without = placement_share(frames["no-rad"], edit.boxes, edit.colour, edit.shape)
-    assert with_rad > without, (with_rad, without)
+    The 4x4 model before the grown one: the loss moved by < 1e-4 per step (softmax(100 A) a hard argmax in
+    ~50% of cells). Whether that puts objects in their regions is the benchmark's question, with enough
+    samples to resolve it (`benchmarks/rad_effect.py`, RESULTS.md: binding +0.29, interval excluding 0, n = 96):
+    this clip's 8 frames cannot resolve it (6/8 vs 4/8 with the 4x4 model, 4/8 vs 4/8 with the grown one)."""
+    _edit, _frames, report = edits
+    diagnostics = report["rad"]["diagnostics"]
+    steps = [s for s in diagnostics["per_step"] if s["loss_before"] is not None and s["loss_after"] is not None]
+    assert steps and all(s["loss_after"] < s["loss_before"] for s in steps), steps
+    assert diagnostics["mean_loss_drop"] >= MIN_RAD_LOSS_DROP, diagnostics["mean_loss_drop"]
+    assert diagnostics["mean_saturated"] <= MAX_SATURATED_CELLS, diagnostics["mean_saturated"]
 
 
 def test_background_stays_as_close_to_the_source_as_the_vae_allows(toy, edits):
@@ -148,7 +153,7 @@ def test_background_stays_as_close_to_the_source_as_the_vae_allows(toy, edits):
     from longedit.toyworld.pipeline import decode_latents, encode_images
     from longedit.toyworld.scoring import background_psnr
 
-    edit, frames = edits
+    edit, frames, _report = edits
     round_trip = decode_latents(toy, encode_images(toy, np.stack(frames["source"])))
     reference = background_psnr(list(round_trip), frames["source"], edit.boxes)
     edited = background_psnr(frames["edited"], frames["source"], edit.boxes)
@@ -158,7 +163,7 @@ def test_background_stays_as_close_to_the_source_as_the_vae_allows(toy, edits):
 def test_no_seam_at_window_boundaries(edits):
     from longedit.toyworld.scoring import seam_ratio
 
-    edit, frames = edits
+    edit, frames, _report = edits
     # windows of 4, stride 2 over 8 frames: [0-3], [2-5], [4-7]; frame sets change between 1|2, 3|4 and 5|6
     ratio = seam_ratio(frames["edited"], [2, 4, 6])
     assert ratio <= MAX_SEAM_RATIO, ratio
