@@ -102,6 +102,9 @@ def _edit_process(clip: Path, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", "import sys; from longedit.cli import main; sys.exit(main())", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a suite started in the background (`make test &`, nohup) passes SIGINT down as ignored, and Python then
+        # never raises KeyboardInterrupt: the edit must see Ctrl-C as a terminal gives it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
