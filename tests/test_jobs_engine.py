@@ -68,6 +68,9 @@ def _start_watch(root: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(longedit_cmd(*args), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+MAX_ENCODER_MEAN_DIFFERENCE = 1.0  # levels of 255, mean over the decoded frames: the encoder's run-to-run noise
+
+
 def _assert_same_as_reference(root: Path, reference: dict) -> dict:
     done = root / "done" / "clip"
     report = json.loads((done / "report.json").read_text())
@@ -76,7 +79,11 @@ def _assert_same_as_reference(root: Path, reference: dict) -> dict:
     assert np.array_equal(np.load(done / "clip-edited.mp4.frames.npy"), reference["engine_frames"])
     frames = _frames(done / "clip-edited.mp4")
     assert frames.shape == reference["frames"].shape
-    assert np.array_equal(frames, reference["frames"])
+    # The identity is the latents' and the engine's frames' (above). The written mp4 holds the same video, but not
+    # always the same bytes: libx264 (threaded) was seen to encode the same frames otherwise with the other test
+    # worker running (a clean-clone CI run here: up to 12 levels on a few % of values); a wrong resume moves far more.
+    difference = np.abs(frames.astype(np.int16) - reference["frames"].astype(np.int16))
+    assert difference.mean() < MAX_ENCODER_MEAN_DIFFERENCE, difference.mean()
     assert (done / "clip.mp4").read_bytes() == reference["clip"].read_bytes()  # input untouched
     assert not (done / "work").exists()
     return report
